@@ -1,0 +1,40 @@
+"""`taia apply`: base + (LoRA adapter | full fine-tune) + spec → a TAIA model, with a report beside it.
+
+    taia apply --base B --adapter A --out O [--spec taia] [--format adapter|merged]
+    taia apply --base B --finetuned F --out O [--spec taia-ref]
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from taia.apply.adapter import apply_adapter, filter_adapter
+from taia.apply.checkpoint import apply_checkpoint
+from taia.apply.merged import apply_adapter_merged
+from taia.apply.model import apply_model
+from taia.config import ApplyConfig, save_config
+from taia.spec import load_spec
+
+__all__ = ["apply", "apply_adapter", "apply_adapter_merged", "apply_checkpoint", "apply_model", "filter_adapter"]
+
+CONFIG_FILE = "taia_config.yaml"
+
+
+def apply(cfg: ApplyConfig) -> dict[str, Any]:
+    """Run one `taia apply` from its config; writes the output dir, its report and resolved config."""
+    spec = load_spec(cfg.spec)
+    opts = {"allow_pickle": cfg.allow_pickle, "trust_remote_code": cfg.trust_remote_code}
+    if cfg.finetuned is not None:
+        report = apply_checkpoint(cfg.base, cfg.finetuned, cfg.out, spec, cfg.overwrite, **opts)
+    elif cfg.resolved_format == "merged":
+        assert cfg.adapter is not None
+        report = apply_adapter_merged(
+            cfg.base, cfg.adapter, cfg.out, spec, cfg.overwrite, cfg.max_shard_size, **opts
+        )
+    else:
+        assert cfg.adapter is not None
+        report = apply_adapter(cfg.base, cfg.adapter, cfg.out, spec, cfg.overwrite, **opts)
+    resolved = cfg.model_copy(update={"spec": spec.model_dump(mode="json", by_alias=True)})
+    save_config(resolved, Path(cfg.out) / CONFIG_FILE)
+    return report

@@ -1,0 +1,164 @@
+"""TAIA on a PEFT LoRA adapter: keep the selected modules, fold λ into lora_B, drop the rest by name.
+
+The result is a plain PEFT adapter dir (explicit `target_modules`, no `modules_to_save` unless kept)
+that PEFT and vLLM load as-is. Exercised by `taia apply --base B --adapter A --out O`.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import save_file
+
+from taia.classify import ModelMap, model_map
+from taia.errors import TaiaError
+from taia.io.atomic import atomic_dir, check_output
+from taia.io.hf import ADAPTER_CONFIG, ADAPTER_SAFE, AUX_FILES, load_adapter, resolve_dir
+from taia.plan import Decision, make_plan, summarize
+from taia.report import build_report, describe_input, write_report
+from taia.spec import TaiaSpec
+
+PEFT_PREFIX = "base_model.model."
+# Tensors that scale linearly with the update: multiplying them by λ gives base + λ·Δ.
+_SCALED_PARTS = ("lora_B", "lora_embedding_B")
+
+
+@dataclass
+class LoraModule:
+    """All adapter tensors that belong to one wrapped module of the base model."""
+
+    path: str  # module path in the base model, e.g. model.layers.0.self_attn.q_proj
+    tensors: dict[str, torch.Tensor] = field(default_factory=dict)  # adapter key → tensor
+
+    @property
+    def is_lora(self) -> bool:
+        return any(".lora_" in k for k in self.tensors)
+
+
+@dataclass
+class FilteredAdapter:
+    config: dict[str, Any]
+    tensors: dict[str, torch.Tensor]
+    plan: dict[str, Decision]
+    kept: list[str]
+    dropped: list[str]
+    numels: dict[str, int]
+
+
+def group_modules(tensors: dict[str, torch.Tensor]) -> dict[str, LoraModule]:
+    """Adapter keys grouped by the module they wrap (`…q_proj.lora_A.weight` → `…q_proj`)."""
+    modules: dict[str, LoraModule] = {}
+    for key, t in tensors.items():
+        parts = key.removeprefix(PEFT_PREFIX).split(".")
+        cut = next((i for i, p in enumerate(parts) if p.startswith("lora_")), len(parts) - 1)
+        path = ".".join(parts[:cut])
+        modules.setdefault(path, LoraModule(path)).tensors[key] = t
+    return modules
+
+
+def filter_adapter(base: str | Path, adapter: str | Path, spec: TaiaSpec, **opts: Any) -> FilteredAdapter:
+    """Decide every wrapped module and build the kept, λ-folded adapter (in memory; adapters are small)."""
+    config, tensors = load_adapter(resolve_dir(adapter), opts.get("allow_pickle", False))
+    if config.get("peft_type", "LORA") != "LORA":
+        raise TaiaError(f"only LoRA adapters are supported, got peft_type={config.get('peft_type')}")
+    mm = model_map(resolve_dir(base), trust_remote_code=opts.get("trust_remote_code", False))
+    modules = group_modules(tensors)
+    for m in modules.values():
+        check_fits(m, mm)
+    plan = make_plan([f"{p}.weight" for p in modules], mm, spec)
+    out_tensors: dict[str, torch.Tensor] = {}
+    kept, dropped = [], []
+    for path, m in modules.items():
+        lam = plan[f"{path}.weight"].lam
+        if lam == 0.0:
+            dropped.append(path)
+            continue
+        kept.append(path)
+        out_tensors.update(fold(m, lam))
+    numels = {f"{p}.weight": sum(t.numel() for t in m.tensors.values()) for p, m in modules.items()}
+    return FilteredAdapter(rewrite_config(config, modules, kept), out_tensors, plan, kept, dropped, numels)
+
+
+def check_fits(m: LoraModule, mm: ModelMap) -> None:
+    """The wrapped module must exist in the base and agree on in/out features (LoRA A: [r, in], B: [out, r])."""
+    path = mm.find_module(m.path)
+    if path is None:
+        raise TaiaError(f"adapter does not fit this base ({mm.model_type}): it has no module {m.path}")
+    io = mm.io_features.get(path)
+    if io is None:
+        return  # a parameter-targeted or custom layer: existence is all we can check
+    for key, t in m.tensors.items():
+        part = key.rsplit(".", 2)[-2] if key.endswith(".weight") else key.rsplit(".", 1)[-1]
+        want = _EXPECTED.get(part)
+        if want and t.dim() == 2 and t.shape[want[0]] != io[want[1]]:
+            raise TaiaError(
+                f"adapter does not fit this base ({mm.model_type}): {key} has shape {list(t.shape)}, "
+                f"module {m.path} has in/out features {list(io)}"
+            )
+
+
+# LoRA part → (tensor dim, index into (in, out)) that must agree with the base module.
+_EXPECTED = {"lora_A": (1, 0), "lora_B": (0, 1), "lora_embedding_A": (1, 0), "lora_embedding_B": (0, 1)}
+
+
+def fold(m: LoraModule, lam: float) -> dict[str, torch.Tensor]:
+    """Scale the module's update by λ through its B matrices; refuse what is not linear in λ."""
+    if lam == 1.0:
+        return dict(m.tensors)
+    if not m.is_lora:
+        raise TaiaError(f"λ={lam:g} on {m.path}: a modules_to_save copy can only be kept (1) or dropped (0)")
+    if any("lora_magnitude_vector" in k for k in m.tensors):
+        raise TaiaError(f"λ={lam:g} on DoRA module {m.path}: DoRA updates are not linear in λ; use 0 or 1")
+    out = {}
+    for key, t in m.tensors.items():
+        scaled = any(f".{p}." in key or key.endswith(f".{p}") for p in _SCALED_PARTS)
+        out[key] = (t.float() * lam).to(t.dtype) if scaled else t
+        if scaled and not torch.isfinite(out[key]).all():
+            raise TaiaError(f"λ={lam:g} produced NaN/Inf in {key}")
+    return out
+
+
+def rewrite_config(config: dict[str, Any], modules: dict[str, LoraModule], kept: list[str]) -> dict[str, Any]:
+    """Explicit module paths (GPT-2's two `c_proj` stay apart); filters PEFT would re-apply are cleared."""
+    new = dict(config)
+    new["target_modules"] = sorted(p for p in kept if modules[p].is_lora)
+    saved = sorted(p.rsplit(".", 1)[0] for p in kept if not modules[p].is_lora)
+    new["modules_to_save"] = saved or None
+    for key in ("layers_to_transform", "layers_pattern", "exclude_modules"):
+        new[key] = None
+    if new.get("target_parameters"):
+        new["target_parameters"] = [p for p in new["target_parameters"] if any(k.endswith(p) for k in kept)]
+    return new
+
+
+def apply_adapter(
+    base: str | Path, adapter: str | Path, out: str | Path, spec: TaiaSpec, overwrite: bool = False, **opts: Any
+) -> dict[str, Any]:
+    """Write the filtered adapter dir; returns the report."""
+    out = Path(out)
+    check_output(out, overwrite)
+    fa = filter_adapter(base, adapter, spec, **opts)
+    if not fa.config["target_modules"] and not fa.config["modules_to_save"]:
+        raise TaiaError(f"spec {spec.name!r} keeps no adapter module; use --format merged to write the base model")
+    adapter_dir = resolve_dir(adapter)
+    with atomic_dir(out, overwrite) as tmp:
+        save_file(fa.tensors, str(tmp / ADAPTER_SAFE), metadata={"format": "pt"})
+        (tmp / ADAPTER_CONFIG).write_text(json.dumps(fa.config, indent=2) + "\n")
+        for name in AUX_FILES:
+            if (adapter_dir / name).is_file():
+                shutil.copy2(adapter_dir / name, tmp / name)
+        report = adapter_report(base, adapter_dir, spec, fa, "adapter")
+        write_report(tmp, report)
+    return report
+
+
+def adapter_report(base: str | Path, adapter_dir: Path, spec: TaiaSpec, fa: FilteredAdapter, fmt: str) -> dict:
+    inputs = {"base": describe_input(resolve_dir(base)), "adapter": describe_input(adapter_dir, ADAPTER_CONFIG)}
+    return build_report(
+        f"lora-{fmt}", inputs, spec, summarize(fa.plan, fa.numels), kept_modules=fa.kept, dropped_modules=fa.dropped
+    )

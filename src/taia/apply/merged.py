@@ -1,0 +1,73 @@
+"""LoRA adapter → merged TAIA checkpoint: filter the adapter, then let PEFT merge it into the base.
+
+Exercised by `taia apply --base B --adapter A --out O --format merged`.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import save_file
+from torch import nn
+
+from taia.apply.adapter import adapter_report, filter_adapter
+from taia.errors import TaiaError
+from taia.io.atomic import atomic_dir, check_output
+from taia.io.hf import ADAPTER_CONFIG, ADAPTER_SAFE, AUX_FILES, resolve_dir
+from taia.report import write_report
+from taia.spec import TaiaSpec
+
+# save_pretrained writes these itself (from the loaded model); the rest come from the base dir.
+_WRITTEN_BY_SAVE = {"config.json", "generation_config.json"}
+
+
+def load_causal_lm(path: Path, trust_remote_code: bool = False) -> nn.Module:
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(str(path), dtype="auto", trust_remote_code=trust_remote_code)
+
+
+def merge_adapter(model: nn.Module, config: dict[str, Any], tensors: dict[str, torch.Tensor]) -> nn.Module:
+    """PEFT does the merge: write the (filtered) adapter to a temp dir, load it, merge_and_unload."""
+    from peft import PeftModel
+
+    with tempfile.TemporaryDirectory(prefix="taia-adapter-") as d:
+        save_file(tensors, str(Path(d) / ADAPTER_SAFE), metadata={"format": "pt"})
+        (Path(d) / ADAPTER_CONFIG).write_text(json.dumps(config))
+        peft_model = PeftModel.from_pretrained(model, d)
+        return peft_model.merge_and_unload()
+
+
+def apply_adapter_merged(
+    base: str | Path,
+    adapter: str | Path,
+    out: str | Path,
+    spec: TaiaSpec,
+    overwrite: bool = False,
+    max_shard_size: str = "5GB",
+    **opts: Any,
+) -> dict[str, Any]:
+    """Write a merged HF checkpoint (sharded safetensors, config, tokenizer from base); returns the report."""
+    out = Path(out)
+    check_output(out, overwrite)
+    fa = filter_adapter(base, adapter, spec, **opts)
+    base_dir = resolve_dir(base)
+    model = load_causal_lm(base_dir, opts.get("trust_remote_code", False))
+    if fa.kept:
+        model = merge_adapter(model, fa.config, fa.tensors)
+    bad = [n for n, p in model.named_parameters() if p.is_floating_point() and not torch.isfinite(p).all()]
+    if bad:
+        raise TaiaError(f"merging produced NaN/Inf in {len(bad)} tensor(s), e.g. {bad[0]}")
+    with atomic_dir(out, overwrite) as tmp:
+        model.save_pretrained(str(tmp), max_shard_size=max_shard_size)
+        for name in set(AUX_FILES) - _WRITTEN_BY_SAVE:
+            if (base_dir / name).is_file():
+                shutil.copy2(base_dir / name, tmp / name)
+        report = adapter_report(base, resolve_dir(adapter), spec, fa, "merged")
+        write_report(tmp, report)
+    return report

@@ -1,0 +1,114 @@
+"""Typed command configs (pydantic v2): YAML file + CLI flags + `key=value` overrides, unknown keys are errors.
+
+Every output directory gets the resolved config next to it. Exercised by
+`taia apply cfg.yaml spec=taif overwrite=true` and tests/test_config.py.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import yaml
+from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
+
+from taia.errors import TaiaError
+from taia.spec import one_line
+
+C = TypeVar("C", bound=BaseModel)
+
+
+class ApplyConfig(BaseModel):
+    """`taia apply`: base + (LoRA adapter | full fine-tune) + spec → a TAIA model."""
+
+    model_config = ConfigDict(extra="forbid")
+    base: str
+    adapter: str | None = None
+    finetuned: str | None = None
+    out: str
+    spec: str | dict[str, Any] = "taia"
+    format: Literal["adapter", "merged"] | None = None
+    overwrite: bool = False
+    allow_pickle: bool = False
+    trust_remote_code: bool = False
+    max_shard_size: str = "5GB"
+
+    @model_validator(mode="after")
+    def _one_source(self) -> ApplyConfig:
+        if (self.adapter is None) == (self.finetuned is None):
+            raise ValueError("give exactly one of adapter (a PEFT LoRA dir) or finetuned (a full checkpoint)")
+        if self.finetuned is not None and self.format == "adapter":
+            raise ValueError("format=adapter needs a LoRA adapter; a full fine-tune always gives a checkpoint")
+        return self
+
+    @property
+    def resolved_format(self) -> str:
+        return self.format or ("adapter" if self.adapter is not None else "merged")
+
+
+class InspectConfig(BaseModel):
+    """`taia inspect`: a model alone, or base + (adapter | fine-tune) with update norms."""
+
+    model_config = ConfigDict(extra="forbid")
+    model: str | None = None
+    base: str | None = None
+    adapter: str | None = None
+    finetuned: str | None = None
+    json_output: bool = False
+    allow_pickle: bool = False
+    trust_remote_code: bool = False
+
+    @model_validator(mode="after")
+    def _sources(self) -> InspectConfig:
+        pair = self.base is not None and (self.adapter is None) != (self.finetuned is None)
+        if (self.model is not None) == pair or (self.model is not None and (self.adapter or self.finetuned)):
+            raise ValueError("give --model M, or --base B with exactly one of --adapter A / --finetuned F")
+        return self
+
+
+def parse_overrides(items: list[str]) -> dict[str, Any]:
+    """`key=value` pairs (values parsed as YAML scalars; dotted keys make nested mappings)."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise TaiaError(f"expected key=value, got {item!r}")
+        node = out
+        *parents, leaf = key.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = yaml.safe_load(value) if value else ""
+    return out
+
+
+def build_config(
+    cls: type[C], file: str | None, flags: dict[str, Any], overrides: list[str] | None = None
+) -> C:
+    """Merge a YAML file, explicit flags and key=value overrides (later wins), then validate."""
+    data: dict[str, Any] = {}
+    if file:
+        path = Path(file)
+        if not path.is_file():
+            raise TaiaError(f"config file {path} not found")
+        loaded = yaml.safe_load(path.read_text()) or {}
+        if not isinstance(loaded, dict):
+            raise TaiaError(f"config file {path} must hold a mapping")
+        data.update(loaded)
+    data.update({k: v for k, v in flags.items() if v is not None and v is not False})
+    _deep_update(data, parse_overrides(overrides or []))
+    try:
+        return cls.model_validate(data)
+    except ValidationError as e:
+        raise TaiaError(f"invalid {cls.__name__}: {one_line(e)}") from None
+
+
+def _deep_update(dst: dict[str, Any], src: dict[str, Any]) -> None:
+    for k, v in src.items():
+        if isinstance(v, dict) and isinstance(dst.get(k), dict):
+            _deep_update(dst[k], v)
+        else:
+            dst[k] = v
+
+
+def save_config(cfg: BaseModel, path: Path) -> None:
+    path.write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))

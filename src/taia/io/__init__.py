@@ -1,0 +1,1 @@
+"""The only modules that touch disk: configs, checkpoints, adapters, atomic output directories."""

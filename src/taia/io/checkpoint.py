@@ -1,0 +1,235 @@
+"""Checkpoint directories (single or sharded safetensors, or legacy pickle) read lazily, written by streaming.
+
+safetensors has no streaming writer (`save_file` needs every tensor of a shard in memory, then a second
+serialised copy), so shards are written here: the 8-byte header length, the JSON header, then each
+tensor's bytes — copied straight from the source file's byte range (`os.copy_file_range`, no Python
+buffer, bit-exact) or written from a computed tensor. Reading goes through `safetensors.safe_open`.
+Exercised by `taia apply --base B --finetuned F --out O` and tests/test_apply_checkpoint.py.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import struct
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+
+from taia.errors import TaiaError
+
+SAFE_INDEX = "model.safetensors.index.json"
+SAFE_SINGLE = "model.safetensors"
+PICKLE_INDEX = "pytorch_model.bin.index.json"
+PICKLE_SINGLE = "pytorch_model.bin"
+_MAX_HEADER = 100 * 1024 * 1024  # safetensors' own limit on the JSON header
+
+DTYPES: dict[str, torch.dtype] = {
+    "F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
+    "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
+    "BOOL": torch.bool, "F8_E4M3": torch.float8_e4m3fn, "F8_E5M2": torch.float8_e5m2,
+}  # fmt: skip
+DTYPE_NAMES = {v: k for k, v in DTYPES.items()}
+
+
+@dataclass(frozen=True)
+class TensorRef:
+    """One tensor inside a checkpoint: which file, its dtype/shape, and its absolute byte range."""
+
+    file: Path
+    dtype: str
+    shape: tuple[int, ...]
+    start: int
+    end: int
+
+    @property
+    def numel(self) -> int:
+        n = 1
+        for d in self.shape:
+            n *= d
+        return n
+
+
+def read_header(path: Path) -> tuple[dict[str, TensorRef], dict[str, str]]:
+    """Parse a safetensors header; refuse missing or truncated files with one clear line."""
+    if not path.is_file():
+        raise TaiaError(f"missing weights file {path}")
+    size = path.stat().st_size
+    with path.open("rb") as f:
+        raw = f.read(8)
+        if len(raw) < 8:
+            raise TaiaError(f"truncated safetensors file {path}: {size} bytes, no header")
+        (n,) = struct.unpack("<Q", raw)
+        if n > min(_MAX_HEADER, size - 8):
+            raise TaiaError(f"truncated or corrupt safetensors file {path}: header of {n} bytes")
+        try:
+            header = json.loads(f.read(n))
+        except ValueError as e:
+            raise TaiaError(f"corrupt safetensors header in {path}: {e}") from None
+    metadata = header.pop("__metadata__", None) or {}
+    refs = {k: _ref(path, 8 + n, v) for k, v in header.items()}
+    need = max((r.end for r in refs.values()), default=8 + n)
+    if need > size:
+        raise TaiaError(f"truncated safetensors file {path}: header needs {need} bytes, file has {size}")
+    return refs, metadata
+
+
+def _ref(path: Path, base: int, entry: dict) -> TensorRef:
+    start, end = entry["data_offsets"]
+    return TensorRef(path, entry["dtype"], tuple(entry["shape"]), base + start, base + end)
+
+
+@dataclass
+class Checkpoint:
+    """A directory of weights: every tensor name → where it is, plus the shard layout."""
+
+    root: Path
+    refs: dict[str, TensorRef]
+    shards: dict[str, list[str]]  # file name → tensor names, in file order
+    pickled: dict[str, torch.Tensor] | None = None  # legacy .bin weights, loaded with weights_only
+
+    def get(self, name: str) -> torch.Tensor:
+        if self.pickled is not None:
+            return self.pickled[name]
+        ref = self.refs[name]
+        with safe_open(str(ref.file), framework="pt") as f:
+            return f.get_tensor(name)
+
+    def index_hash(self) -> str | None:
+        index = self.root / SAFE_INDEX
+        return sha256_files([index]) if index.is_file() else None
+
+
+def open_checkpoint(root: Path, allow_pickle: bool = False) -> Checkpoint:
+    """Open a checkpoint dir lazily (headers only); pickle weights need `allow_pickle`."""
+    if (root / SAFE_INDEX).is_file():
+        files = _index_files(root / SAFE_INDEX)
+    elif (root / SAFE_SINGLE).is_file():
+        files = [SAFE_SINGLE]
+    elif (root / PICKLE_INDEX).is_file() or (root / PICKLE_SINGLE).is_file():
+        return _open_pickle(root, allow_pickle)
+    else:
+        raise TaiaError(f"no model weights in {root} (expected {SAFE_SINGLE} or {SAFE_INDEX})")
+    refs: dict[str, TensorRef] = {}
+    shards: dict[str, list[str]] = {}
+    for name in files:
+        file_refs, _ = read_header(root / name)
+        shards[name] = sorted(file_refs, key=lambda k: file_refs[k].start)
+        refs.update(file_refs)
+    return Checkpoint(root, refs, shards)
+
+
+def _index_files(index: Path) -> list[str]:
+    try:
+        weight_map = json.loads(index.read_text())["weight_map"]
+    except (ValueError, KeyError) as e:
+        raise TaiaError(f"corrupt index {index}: {e}") from None
+    return sorted(set(weight_map.values()))
+
+
+def _open_pickle(root: Path, allow_pickle: bool) -> Checkpoint:
+    if not allow_pickle:
+        raise TaiaError(
+            f"{root} has only pickle (.bin) weights, which can run code when loaded; "
+            "convert them to safetensors or pass --allow-pickle (loads with weights_only=True)"
+        )
+    if (root / PICKLE_INDEX).is_file():
+        files = sorted(set(json.loads((root / PICKLE_INDEX).read_text())["weight_map"].values()))
+    else:
+        files = [PICKLE_SINGLE]
+    tensors: dict[str, torch.Tensor] = {}
+    shards: dict[str, list[str]] = {}
+    for name in files:
+        part = load_pickle(root / name)
+        shards[name.replace(".bin", ".safetensors").replace("pytorch_model", "model")] = list(part)
+        tensors.update(part)
+    refs = {k: _pickle_ref(root, t) for k, t in tensors.items()}
+    return Checkpoint(root, refs, shards, pickled=tensors)
+
+
+def load_pickle(path: Path) -> dict[str, torch.Tensor]:
+    """Load legacy pickle weights without running arbitrary code (weights_only=True)."""
+    if not path.is_file():
+        raise TaiaError(f"missing weights file {path}")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 — torch raises many types for bad pickles
+        raise TaiaError(f"cannot load {path} safely (weights_only=True): {e}") from None
+
+
+def _pickle_ref(root: Path, t: torch.Tensor) -> TensorRef:
+    size = t.numel() * t.element_size()
+    return TensorRef(root, DTYPE_NAMES.get(t.dtype, str(t.dtype)), tuple(t.shape), 0, size)
+
+
+# A writer item is either a byte range to copy from a source file, or a computed tensor.
+Item = tuple[str, TensorRef | torch.Tensor]
+
+
+def write_shard(path: Path, items: Iterable[Item], metadata: dict[str, str] | None = None) -> int:
+    """Stream one safetensors shard to `path`; returns the number of data bytes written."""
+    items = list(items)
+    header: dict[str, object] = {"__metadata__": metadata or {"format": "pt"}}
+    offset = 0
+    for name, src in items:
+        dtype, shape, size = _describe(src)
+        header[name] = {"dtype": dtype, "shape": list(shape), "data_offsets": [offset, offset + size]}
+        offset += size
+    blob = json.dumps(header, separators=(",", ":")).encode()
+    blob += b" " * (-len(blob) % 8)  # the format pads the header to 8-byte alignment
+    with path.open("wb") as out:
+        out.write(struct.pack("<Q", len(blob)) + blob)
+        for _, src in items:
+            _write_item(out, src)
+    return offset
+
+
+def _describe(src: TensorRef | torch.Tensor) -> tuple[str, tuple[int, ...], int]:
+    if isinstance(src, TensorRef):
+        return src.dtype, src.shape, src.end - src.start
+    return DTYPE_NAMES[src.dtype], tuple(src.shape), src.numel() * src.element_size()
+
+
+def _write_item(out, src: TensorRef | torch.Tensor) -> None:  # type: ignore[no-untyped-def]
+    if isinstance(src, torch.Tensor):
+        out.write(src.detach().contiguous().reshape(-1).view(torch.uint8).numpy().data)
+        return
+    out.flush()
+    with src.file.open("rb") as f:
+        copy_range(f.fileno(), out.fileno(), src.start, src.end - src.start)
+    out.seek(0, os.SEEK_END)
+
+
+def copy_range(src_fd: int, dst_fd: int, start: int, count: int) -> None:
+    """Copy bytes [start, start+count) of src to dst's current end, in the kernel when possible."""
+    dst_pos = os.lseek(dst_fd, 0, os.SEEK_END)
+    done = 0
+    while done < count:
+        try:
+            n = os.copy_file_range(src_fd, dst_fd, count - done, start + done, dst_pos + done)
+        except (AttributeError, OSError):
+            n = _copy_buffered(src_fd, dst_fd, start + done, dst_pos + done, count - done)
+        if n == 0:
+            raise TaiaError(f"unexpected end of file while copying {count} bytes")
+        done += n
+
+
+def _copy_buffered(src_fd: int, dst_fd: int, src_pos: int, dst_pos: int, count: int) -> int:
+    chunk = os.pread(src_fd, min(count, 16 << 20), src_pos)
+    return os.pwrite(dst_fd, chunk, dst_pos)
+
+
+def write_index(root: Path, weight_map: dict[str, str], total_size: int) -> None:
+    index = {"metadata": {"total_size": total_size}, "weight_map": dict(sorted(weight_map.items()))}
+    (root / SAFE_INDEX).write_text(json.dumps(index, indent=2) + "\n")
+
+
+def sha256_files(paths: Iterable[Path]) -> str:
+    h = hashlib.sha256()
+    for p in paths:
+        h.update(p.read_bytes())
+    return h.hexdigest()

@@ -1,0 +1,73 @@
+"""Hugging Face inputs: configs, local dirs or hub ids, PEFT adapter dirs.
+
+Local paths always work offline; hub ids go through huggingface_hub as usual. Exercised by
+`taia apply --base B --adapter A --out O` and tests/test_apply_adapter.py.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file
+
+from taia.errors import TaiaError
+from taia.io.checkpoint import load_pickle, read_header
+
+ADAPTER_CONFIG = "adapter_config.json"
+ADAPTER_SAFE = "adapter_model.safetensors"
+ADAPTER_PICKLE = "adapter_model.bin"
+# Files that describe how to use a model (not its weights); copied next to merged outputs.
+AUX_FILES = (
+    "config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json",
+    "special_tokens_map.json", "tokenizer.model", "vocab.json", "merges.txt", "added_tokens.json",
+    "chat_template.jinja", "chat_template.json",
+)  # fmt: skip
+
+
+def resolve_dir(path_or_id: str | Path, allow_patterns: list[str] | None = None) -> Path:
+    """A local directory for a path or a hub id (downloaded through the hub cache)."""
+    path = Path(path_or_id).expanduser()
+    if path.is_dir():
+        return path
+    if path.exists() or str(path_or_id).startswith((".", "/", "~")) or str(path_or_id).count("/") != 1:
+        raise TaiaError(f"{path_or_id} is not a directory (expected a local model dir or a hub id org/name)")
+    try:
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(str(path_or_id), allow_patterns=allow_patterns))
+    except Exception as e:  # noqa: BLE001 — network, auth and 404 errors all end the same way
+        raise TaiaError(f"cannot fetch {path_or_id} from the hub: {type(e).__name__}: {e}") from None
+
+
+def load_config(path_or_id: str | Path, trust_remote_code: bool = False) -> Any:
+    from transformers import AutoConfig
+
+    path = Path(path_or_id).expanduser()
+    if path.is_dir() and not (path / "config.json").is_file():
+        raise TaiaError(f"{path} has no config.json (is it a model directory?)")
+    try:
+        return AutoConfig.from_pretrained(str(path_or_id), trust_remote_code=trust_remote_code)
+    except Exception as e:  # noqa: BLE001
+        raise TaiaError(f"cannot load a model config from {path_or_id}: {e}") from None
+
+
+def load_adapter(root: Path, allow_pickle: bool = False) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """Read a PEFT adapter dir: its config dict and its tensors (safetensors, or pickle if allowed)."""
+    cfg_path = root / ADAPTER_CONFIG
+    if not cfg_path.is_file():
+        raise TaiaError(f"{root} is not a PEFT adapter dir (no {ADAPTER_CONFIG})")
+    config = json.loads(cfg_path.read_text())
+    if (root / ADAPTER_SAFE).is_file():
+        read_header(root / ADAPTER_SAFE)  # clear error on truncation before safetensors' own
+        return config, load_file(str(root / ADAPTER_SAFE))
+    if (root / ADAPTER_PICKLE).is_file():
+        if not allow_pickle:
+            raise TaiaError(
+                f"{root} has only a pickle adapter ({ADAPTER_PICKLE}), which can run code when loaded; "
+                "pass --allow-pickle to load it with weights_only=True"
+            )
+        return config, load_pickle(root / ADAPTER_PICKLE)
+    raise TaiaError(f"missing weights file in adapter dir {root} (expected {ADAPTER_SAFE})")
