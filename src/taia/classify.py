@@ -227,9 +227,12 @@ def _io_features(module: nn.Module) -> tuple[int, int] | None:
 
 
 def _unwrap(model: nn.Module) -> nn.Module:
-    """A PEFT model's classification is that of the transformers model inside it."""
+    """A PEFT model is classified as its base architecture (LoRA wrappers hide the original classes)."""
     get_base = getattr(model, "get_base_model", None)
-    return get_base() if callable(get_base) else model
+    if callable(get_base):
+        base = get_base()
+        return meta_model(base.config) if hasattr(base, "config") else base
+    return model
 
 
 def _checkpoint_renamer(model: nn.Module) -> Any:

@@ -39,6 +39,11 @@ class LoraModule:
     def is_lora(self) -> bool:
         return any(".lora_" in k for k in self.tensors)
 
+    @property
+    def unwrapped(self) -> str:
+        # PEFT nests one ParamWrapper per targeted parameter of a module (`experts.base_layer.lora_A`).
+        return self.path.replace(".base_layer", "")
+
 
 @dataclass
 class FilteredAdapter:
@@ -81,12 +86,13 @@ def filter_adapter(base: str | Path, adapter: str | Path, spec: TaiaSpec, **opts
         kept.append(path)
         out_tensors.update(fold(m, lam))
     numels = {f"{p}.weight": sum(t.numel() for t in m.tensors.values()) for p, m in modules.items()}
-    return FilteredAdapter(rewrite_config(config, modules, kept), out_tensors, plan, kept, dropped, numels)
+    new_config = rewrite_config(config, [modules[p] for p in kept], mm)
+    return FilteredAdapter(new_config, out_tensors, plan, kept, dropped, numels)
 
 
 def check_fits(m: LoraModule, mm: ModelMap) -> None:
     """The wrapped module must exist in the base and agree on in/out features (LoRA A: [r, in], B: [out, r])."""
-    path = mm.find_module(m.path)
+    path = mm.find_module(m.unwrapped)
     if path is None:
         raise TaiaError(f"adapter does not fit this base ({mm.model_type}): it has no module {m.path}")
     io = mm.io_features.get(path)
@@ -123,17 +129,24 @@ def fold(m: LoraModule, lam: float) -> dict[str, torch.Tensor]:
     return out
 
 
-def rewrite_config(config: dict[str, Any], modules: dict[str, LoraModule], kept: list[str]) -> dict[str, Any]:
-    """Explicit module paths (GPT-2's two `c_proj` stay apart); filters PEFT would re-apply are cleared."""
+def rewrite_config(config: dict[str, Any], kept: list[LoraModule], mm: ModelMap) -> dict[str, Any]:
+    """Explicit module/parameter paths (GPT-2's two `c_proj` stay apart); PEFT's other filters cleared."""
     new = dict(config)
-    new["target_modules"] = sorted(p for p in kept if modules[p].is_lora)
-    saved = sorted(p.rsplit(".", 1)[0] for p in kept if not modules[p].is_lora)
-    new["modules_to_save"] = saved or None
+    param_targets = {m.path: _param_targets(config, m, mm) for m in kept if m.is_lora}
+    new["target_modules"] = sorted({m.unwrapped for m in kept if m.is_lora and not param_targets[m.path]}) or None
+    new["target_parameters"] = sorted({t for ts in param_targets.values() for t in ts}) or None
+    new["modules_to_save"] = sorted({m.path for m in kept if not m.is_lora}) or None
     for key in ("layers_to_transform", "layers_pattern", "exclude_modules"):
         new[key] = None
-    if new.get("target_parameters"):
-        new["target_parameters"] = [p for p in new["target_parameters"] if any(k.endswith(p) for k in kept)]
     return new
+
+
+def _param_targets(config: dict[str, Any], m: LoraModule, mm: ModelMap) -> list[str]:
+    """Full names of the parameters of `m` that the adapter targeted by `target_parameters` (MoE experts)."""
+    targets = config.get("target_parameters") or []
+    module = mm.find_module(m.unwrapped) or m.unwrapped
+    own = [n for n in mm.shapes if n.rpartition(".")[0] == module]
+    return [n.replace(module, m.unwrapped, 1) for n in own if any(n == t or n.endswith("." + t) for t in targets)]
 
 
 def apply_adapter(
@@ -143,7 +156,7 @@ def apply_adapter(
     out = Path(out)
     check_output(out, overwrite)
     fa = filter_adapter(base, adapter, spec, **opts)
-    if not fa.config["target_modules"] and not fa.config["modules_to_save"]:
+    if not fa.kept:
         raise TaiaError(f"spec {spec.name!r} keeps no adapter module; use --format merged to write the base model")
     adapter_dir = resolve_dir(adapter)
     with atomic_dir(out, overwrite) as tmp:
