@@ -1,0 +1,39 @@
+"""taia — TAIA (arXiv 2405.20192): fine-tune all parameters, infer with only the fine-tuned attention.
+
+Library flow: `classify` (module tree → groups) → `TaiaSpec` (λ per group) → `apply` (adapter, merged
+checkpoint, streamed full checkpoint, or a model in memory). The CLI (`taia`) is a thin layer over these.
+Heavy imports (torch, transformers) are deferred until a name is used, so `taia --help` stays fast.
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+from typing import Any
+
+__version__ = "0.1.0"
+
+_EXPORTS = {
+    "classify": "taia.classify",
+    "model_map": "taia.classify",
+    "ParamInfo": "taia.classify",
+    "GROUPS": "taia.classify",
+    "TaiaSpec": "taia.spec",
+    "load_spec": "taia.spec",
+    "PRESETS": "taia.spec",
+    "apply": "taia.apply",
+    "apply_adapter": "taia.apply",
+    "apply_adapter_merged": "taia.apply",
+    "apply_checkpoint": "taia.apply",
+    "apply_model": "taia.apply",
+    "ApplyConfig": "taia.config",
+    "InspectConfig": "taia.config",
+    "inspect": "taia.inspect",
+    "TaiaError": "taia.errors",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'taia' has no attribute {name!r}")
+    return getattr(import_module(_EXPORTS[name]), name)

@@ -1,0 +1,109 @@
+"""The `taia` command: parse, validate into the command's config, call one library function.
+
+    taia apply --base B (--adapter A | --finetuned F) --out O [--spec taia] [--format adapter|merged]
+    taia apply CONFIG.yaml [key=value ...]
+    taia inspect (--model M | --base B --adapter A | --base B --finetuned F) [--json]
+
+User errors print one line (`taia: error: …`) and exit 2. Exercised by tests/test_cli.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from taia.errors import TaiaError
+
+
+def _split_positionals(items: list[str]) -> tuple[str | None, list[str]]:
+    """Positionals are an optional config file followed by key=value overrides."""
+    files = [x for x in items if "=" not in x]
+    if len(files) > 1:
+        raise TaiaError(f"expected at most one config file, got {files}")
+    return (files[0] if files else None), [x for x in items if "=" in x]
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("args", nargs="*", metavar="[CONFIG.yaml] [key=value]", help="config file and overrides")
+    p.add_argument("--allow-pickle", action="store_true", help="load .bin weights (with weights_only=True)")
+    p.add_argument("--trust-remote-code", action="store_true")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="taia", description="Train all, infer with the fine-tuned attention.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    ap = sub.add_parser("apply", help="build a TAIA adapter or checkpoint from base + fine-tune")
+    ap.add_argument("--base", help="base model dir or hub id")
+    src = ap.add_mutually_exclusive_group()
+    src.add_argument("--adapter", help="PEFT LoRA adapter dir")
+    src.add_argument("--finetuned", help="fully fine-tuned checkpoint dir")
+    ap.add_argument("--out", help="output dir (written atomically)")
+    ap.add_argument("--spec", help="preset (taia, taia-ref, taif, vanilla, base) or a YAML file")
+    ap.add_argument("--format", choices=["adapter", "merged"], help="output for adapters (default: adapter)")
+    ap.add_argument("--overwrite", action="store_true", help="replace an existing output dir")
+    ap.add_argument("--max-shard-size", help="merged output shard size, e.g. 5GB")
+    _common(ap)
+    ip = sub.add_parser("inspect", help="parameter counts and update norms per group and layer")
+    ip.add_argument("--model")
+    ip.add_argument("--base")
+    ip.add_argument("--adapter")
+    ip.add_argument("--finetuned")
+    ip.add_argument("--json", dest="json_output", action="store_true", help="print JSON instead of a table")
+    _common(ip)
+    return parser
+
+
+def _flags(ns: argparse.Namespace) -> dict[str, Any]:
+    return {k: v for k, v in vars(ns).items() if k not in ("command", "args")}
+
+
+def _run_apply(ns: argparse.Namespace) -> None:
+    from taia.apply import apply
+    from taia.config import ApplyConfig, build_config
+
+    file, overrides = _split_positionals(ns.args)
+    cfg = build_config(ApplyConfig, file, _flags(ns), overrides)
+    report = apply(cfg)
+    print(summary_table(report))
+    print(f"wrote {cfg.out}")
+
+
+def summary_table(report: dict[str, Any]) -> str:
+    """One line per group: tensors and parameters kept / reverted / scaled."""
+    lines = [f"{'group':8} {'action':9} {'tensors':>8} {'params':>14}"]
+    for group, actions in report["groups"].items():
+        for action, c in actions.items():
+            lines.append(f"{group:8} {action:9} {c['tensors']:>8} {c['params']:>14,}")
+    if report.get("dropped_modules"):
+        lines.append(f"dropped {len(report['dropped_modules'])} adapter modules (listed in taia_report.json)")
+    return "\n".join(lines)
+
+
+def _run_inspect(ns: argparse.Namespace) -> None:
+    from taia.config import InspectConfig, build_config
+    from taia.inspect import inspect, render
+
+    file, overrides = _split_positionals(ns.args)
+    cfg = build_config(InspectConfig, file, _flags(ns), overrides)
+    result = inspect(cfg)
+    print(json.dumps(result, indent=2) if cfg.json_output else render(result))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ns = _parser().parse_args(argv)
+    try:
+        {"apply": _run_apply, "inspect": _run_inspect}[ns.command](ns)
+    except TaiaError as e:
+        print(f"taia: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("taia: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
