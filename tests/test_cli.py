@@ -1,0 +1,75 @@
+"""CLI == API: the command is a thin layer over the library, and its resolved config reproduces its output."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+
+import yaml
+
+from taia.apply import apply
+from taia.cli import main
+from taia.config import ApplyConfig
+from taia.io.checkpoint import open_checkpoint
+
+
+def weights(path) -> dict[str, bytes]:
+    ckpt = open_checkpoint(path)
+    out = {}
+    for name, ref in ckpt.refs.items():
+        with open(ref.file, "rb") as f:
+            f.seek(ref.start)
+            out[name] = f.read(ref.end - ref.start)
+    return out
+
+
+def test_cli_equals_api_full_checkpoint(llama, tmp_path, capsys):
+    args = ["--base", str(llama.base), "--finetuned", str(llama.finetuned), "--spec", "taia-ref"]
+    assert main(["apply", *args, "--out", str(tmp_path / "cli")]) == 0
+    printed = capsys.readouterr().out
+    report = apply(ApplyConfig(base=str(llama.base), finetuned=str(llama.finetuned), spec="taia-ref",
+                               out=str(tmp_path / "api")))  # fmt: skip
+    assert weights(tmp_path / "cli") == weights(tmp_path / "api")
+    cli_report = json.loads((tmp_path / "cli" / "taia_report.json").read_text())
+    assert cli_report["groups"] == report["groups"]
+    assert "ffn      reverted" in printed and "attn     kept" in printed
+
+
+def test_cli_equals_api_adapter(llama, tmp_path):
+    assert main(["apply", "--base", str(llama.base), "--adapter", str(llama.adapter), "--out", str(tmp_path / "c")]) == 0
+    apply(ApplyConfig(base=str(llama.base), adapter=str(llama.adapter), out=str(tmp_path / "a")))
+    for name in ("adapter_model.safetensors", "adapter_config.json"):
+        assert (tmp_path / "c" / name).read_bytes() == (tmp_path / "a" / name).read_bytes()
+
+
+def test_config_file_and_overrides_and_resolved_config_roundtrip(llama, tmp_path):
+    cfg = {"base": str(llama.base), "finetuned": str(llama.finetuned), "out": str(tmp_path / "one"), "spec": "taia"}
+    (tmp_path / "exp.yaml").write_text(yaml.safe_dump(cfg))
+    assert main(["apply", str(tmp_path / "exp.yaml"), "spec=taif"]) == 0
+    resolved = yaml.safe_load((tmp_path / "one" / "taia_config.yaml").read_text())
+    assert resolved["spec"]["name"] == "taif" and resolved["spec"]["groups"]["ffn"]["lambda"] == 1.0
+    # The saved config alone reproduces the output.
+    resolved["out"] = str(tmp_path / "two")
+    (tmp_path / "again.yaml").write_text(yaml.safe_dump(resolved))
+    assert main(["apply", str(tmp_path / "again.yaml")]) == 0
+    assert weights(tmp_path / "one") == weights(tmp_path / "two")
+
+
+def test_overwrite_flag(llama, tmp_path, capsys):
+    out = tmp_path / "o"
+    args = ["apply", "--base", str(llama.base), "--finetuned", str(llama.finetuned), "--out", str(out)]
+    assert main(args) == 0
+    assert main([*args, "--spec", "taif"]) == 2
+    assert "already exists" in capsys.readouterr().err
+    assert main([*args, "--spec", "taif", "--overwrite"]) == 0
+    assert json.loads((out / "taia_report.json").read_text())["spec"]["name"] == "taif"
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_console_script_is_installed():
+    exe = shutil.which("taia") or f"{sys.executable} -m taia.cli"
+    result = subprocess.run([*exe.split(), "--help"], capture_output=True, text=True, check=False)
+    assert result.returncode == 0
+    assert "apply" in result.stdout and "inspect" in result.stdout
