@@ -166,12 +166,13 @@ def _has_experts(module: nn.Module) -> bool:
 
 
 def _as_group(role: str | None) -> Group:
-    return role if role in GROUPS else "other"  # type: ignore[return-value]
+    return next((g for g in GROUPS if g == role), "other")
 
 
 def _walk_outside(model: nn.Module, layers_path: str, out: dict[str, ParamInfo]) -> None:
     """Embeddings, final norms and the output head: everything outside the layer stack."""
-    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    get_head = getattr(model, "get_output_embeddings", None)
+    head = get_head() if callable(get_head) else None
     for path, module in model.named_modules():
         if path == layers_path or path.startswith(layers_path + "."):
             continue
@@ -221,8 +222,8 @@ def _io_features(module: nn.Module) -> tuple[int, int] | None:
     if isinstance(module, nn.Embedding):
         return module.num_embeddings, module.embedding_dim
     if type(module).__name__ == "Conv1D":  # transformers' GPT-2 layer stores weight as [in, out]
-        w = module.weight
-        return int(w.shape[0]), int(w.shape[1])
+        shape = module.get_parameter("weight").shape
+        return int(shape[0]), int(shape[1])
     return None
 
 
@@ -243,15 +244,15 @@ def _checkpoint_renamer(model: nn.Module) -> Any:
     """
     try:
         from transformers.conversion_mapping import get_model_conversion_mapping
-        from transformers.core_model_loading import WeightConverter, rename_source_key
+        from transformers.core_model_loading import WeightConverter, WeightRenaming, rename_source_key
 
-        transforms = get_model_conversion_mapping(model)
+        transforms = get_model_conversion_mapping(model)  # type: ignore[arg-type]
     except Exception:  # noqa: BLE001 — any failure here only loses the legacy-name mapping
         return None
     if not transforms:
         return None
     converters = [t for t in transforms if isinstance(t, WeightConverter)]
-    renamings = [t for t in transforms if not isinstance(t, WeightConverter)]
+    renamings = [t for t in transforms if isinstance(t, WeightRenaming)]
     return lambda key: rename_source_key(key, renamings, converters)[0]
 
 

@@ -33,7 +33,9 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="taia", description="Train all, infer with the fine-tuned attention.")
+    parser = argparse.ArgumentParser(
+        prog="taia", description="Train all, infer with the fine-tuned attention."
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     ap = sub.add_parser("apply", help="build a TAIA adapter or checkpoint from base + fine-tune")
     ap.add_argument("--base", help="base model dir or hub id")

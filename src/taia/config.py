@@ -1,4 +1,5 @@
-"""Typed command configs (pydantic v2): YAML file + CLI flags + `key=value` overrides, unknown keys are errors.
+"""Typed command configs (pydantic v2): YAML file + CLI flags + `key=value` overrides; unknown keys
+are errors.
 
 Every output directory gets the resolved config next to it. Exercised by
 `taia apply cfg.yaml spec=taif overwrite=true` and tests/test_config.py.
@@ -38,7 +39,9 @@ class ApplyConfig(BaseModel):
         if (self.adapter is None) == (self.finetuned is None):
             raise ValueError("give exactly one of adapter (a PEFT LoRA dir) or finetuned (a full checkpoint)")
         if self.finetuned is not None and self.format == "adapter":
-            raise ValueError("format=adapter needs a LoRA adapter; a full fine-tune always gives a checkpoint")
+            raise ValueError(
+                "format=adapter needs a LoRA adapter; a full fine-tune always gives a checkpoint"
+            )
         return self
 
     @property

@@ -1,4 +1,5 @@
-"""`taia inspect`: parameter counts per group × layer, and the relative update norm ‖ΔW‖/‖W‖ when there is a delta.
+"""`taia inspect`: parameter counts per group × layer, and the relative update norm ‖ΔW‖/‖W‖
+when there is a delta.
 
     taia inspect --model M
     taia inspect --base B --adapter A        # ΔW = scaling · B·A per LoRA module
@@ -57,8 +58,8 @@ def inspect(cfg: InspectConfig) -> dict[str, Any]:
         {"layer": layer, "group": group, "params": c.params, "rel_update": c.rel_update}
         for (layer, group), c in sorted(cells.items(), key=lambda kv: (_layer_order(kv[0][0]), kv[0][1]))
     ]
-    return {"model_type": mm.model_type, "num_layers": mm.num_layers, "has_delta": bool(cfg.finetuned or cfg.adapter),
-            "rows": rows}  # fmt: skip
+    has_delta = bool(cfg.finetuned or cfg.adapter)
+    return {"model_type": mm.model_type, "num_layers": mm.num_layers, "has_delta": has_delta, "rows": rows}
 
 
 def _layer_order(layer: int | None) -> int:
@@ -77,7 +78,11 @@ def _full_deltas(mm: ModelMap, base: Checkpoint, ft: Checkpoint, cells: dict[Key
 
 
 def _lora_deltas(
-    mm: ModelMap, base: Checkpoint, config: dict[str, Any], tensors: dict[str, torch.Tensor], cells: dict[Key, Cell]
+    mm: ModelMap,
+    base: Checkpoint,
+    config: dict[str, Any],
+    tensors: dict[str, torch.Tensor],
+    cells: dict[Key, Cell],
 ) -> None:
     weights = _weight_keys(mm, base)
     for m in group_modules(tensors).values():
@@ -136,7 +141,10 @@ def render(result: dict[str, Any]) -> str:
             cell += f" {r['rel_update']:.2e}" if r["rel_update"] is not None else " -"
         table[r["layer"]][r["group"]] = cell
     header = ["layer", *groups]
-    lines = [[("-" if layer is None else str(layer)), *(row.get(g, "") for g in groups)] for layer, row in table.items()]
+    lines = [
+        [("-" if layer is None else str(layer)), *(row.get(g, "") for g in groups)]
+        for layer, row in table.items()
+    ]
     widths = [max(len(x) for x in col) for col in zip(header, *lines, strict=False)]
     fmt = "  ".join(f"{{:>{w}}}" for w in widths)
     title = f"{result['model_type']}, {result['num_layers']} layers"

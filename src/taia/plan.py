@@ -66,7 +66,9 @@ def _few(names: list[str], n: int = 5) -> str:
     return ", ".join(names[:n]) + more
 
 
-def summarize(plan: Mapping[str, Decision], numels: Mapping[str, int]) -> dict[str, dict[str, dict[str, int]]]:
+def summarize(
+    plan: Mapping[str, Decision], numels: Mapping[str, int]
+) -> dict[str, dict[str, dict[str, int]]]:
     """Per group and action: how many tensors and parameters (the core of taia_report.json)."""
     out: dict[str, dict[str, dict[str, int]]] = {}
     for name, d in plan.items():

@@ -121,7 +121,9 @@ def _preset(name: str, description: str, keep: tuple[Group, ...]) -> TaiaSpec:
 
 
 PRESETS: Registry[TaiaSpec] = Registry("spec preset")
-PRESETS.add("taia", _preset("taia", "attention updates only; FFN, norms, embeddings, head from base", ("attn",)))
+PRESETS.add(
+    "taia", _preset("taia", "attention updates only; FFN, norms, embeddings, head from base", ("attn",))
+)
 PRESETS.add(
     "taia-ref",
     _preset(

@@ -1,7 +1,7 @@
 """`taia apply`: base + (LoRA adapter | full fine-tune) + spec → a TAIA model, with a report beside it.
 
-    taia apply --base B --adapter A --out O [--spec taia] [--format adapter|merged]
-    taia apply --base B --finetuned F --out O [--spec taia-ref]
+taia apply --base B --adapter A --out O [--spec taia] [--format adapter|merged]
+taia apply --base B --finetuned F --out O [--spec taia-ref]
 """
 
 from __future__ import annotations
@@ -16,7 +16,14 @@ from taia.apply.model import apply_model
 from taia.config import ApplyConfig, save_config
 from taia.spec import load_spec
 
-__all__ = ["apply", "apply_adapter", "apply_adapter_merged", "apply_checkpoint", "apply_model", "filter_adapter"]
+__all__ = [
+    "apply",
+    "apply_adapter",
+    "apply_adapter_merged",
+    "apply_checkpoint",
+    "apply_model",
+    "filter_adapter",
+]
 
 CONFIG_FILE = "taia_config.yaml"
 

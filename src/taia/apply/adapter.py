@@ -91,7 +91,7 @@ def filter_adapter(base: str | Path, adapter: str | Path, spec: TaiaSpec, **opts
 
 
 def check_fits(m: LoraModule, mm: ModelMap) -> None:
-    """The wrapped module must exist in the base and agree on in/out features (LoRA A: [r, in], B: [out, r])."""
+    """The wrapped module must exist in the base and agree on in/out features (A: [r, in], B: [out, r])."""
     path = mm.find_module(m.unwrapped)
     if path is None:
         raise TaiaError(f"adapter does not fit this base ({mm.model_type}): it has no module {m.path}")
@@ -133,7 +133,9 @@ def rewrite_config(config: dict[str, Any], kept: list[LoraModule], mm: ModelMap)
     """Explicit module/parameter paths (GPT-2's two `c_proj` stay apart); PEFT's other filters cleared."""
     new = dict(config)
     param_targets = {m.path: _param_targets(config, m, mm) for m in kept if m.is_lora}
-    new["target_modules"] = sorted({m.unwrapped for m in kept if m.is_lora and not param_targets[m.path]}) or None
+    new["target_modules"] = (
+        sorted({m.unwrapped for m in kept if m.is_lora and not param_targets[m.path]}) or None
+    )
     new["target_parameters"] = sorted({t for ts in param_targets.values() for t in ts}) or None
     new["modules_to_save"] = sorted({m.path for m in kept if not m.is_lora}) or None
     for key in ("layers_to_transform", "layers_pattern", "exclude_modules"):
@@ -146,18 +148,27 @@ def _param_targets(config: dict[str, Any], m: LoraModule, mm: ModelMap) -> list[
     targets = config.get("target_parameters") or []
     module = mm.find_module(m.unwrapped) or m.unwrapped
     own = [n for n in mm.shapes if n.rpartition(".")[0] == module]
-    return [n.replace(module, m.unwrapped, 1) for n in own if any(n == t or n.endswith("." + t) for t in targets)]
+    return [
+        n.replace(module, m.unwrapped, 1) for n in own if any(n == t or n.endswith("." + t) for t in targets)
+    ]
 
 
 def apply_adapter(
-    base: str | Path, adapter: str | Path, out: str | Path, spec: TaiaSpec, overwrite: bool = False, **opts: Any
+    base: str | Path,
+    adapter: str | Path,
+    out: str | Path,
+    spec: TaiaSpec,
+    overwrite: bool = False,
+    **opts: Any,
 ) -> dict[str, Any]:
     """Write the filtered adapter dir; returns the report."""
     out = Path(out)
     check_output(out, overwrite)
     fa = filter_adapter(base, adapter, spec, **opts)
     if not fa.kept:
-        raise TaiaError(f"spec {spec.name!r} keeps no adapter module; use --format merged to write the base model")
+        raise TaiaError(
+            f"spec {spec.name!r} keeps no adapter module; use --format merged to write the base model"
+        )
     adapter_dir = resolve_dir(adapter)
     with atomic_dir(out, overwrite) as tmp:
         save_file(fa.tensors, str(tmp / ADAPTER_SAFE), metadata={"format": "pt"})
@@ -170,8 +181,18 @@ def apply_adapter(
     return report
 
 
-def adapter_report(base: str | Path, adapter_dir: Path, spec: TaiaSpec, fa: FilteredAdapter, fmt: str) -> dict:
-    inputs = {"base": describe_input(resolve_dir(base)), "adapter": describe_input(adapter_dir, ADAPTER_CONFIG)}
+def adapter_report(
+    base: str | Path, adapter_dir: Path, spec: TaiaSpec, fa: FilteredAdapter, fmt: str
+) -> dict:
+    inputs = {
+        "base": describe_input(resolve_dir(base)),
+        "adapter": describe_input(adapter_dir, ADAPTER_CONFIG),
+    }
     return build_report(
-        f"lora-{fmt}", inputs, spec, summarize(fa.plan, fa.numels), kept_modules=fa.kept, dropped_modules=fa.dropped
+        f"lora-{fmt}",
+        inputs,
+        spec,
+        summarize(fa.plan, fa.numels),
+        kept_modules=fa.kept,
+        dropped_modules=fa.dropped,
     )

@@ -17,7 +17,15 @@ from tqdm.auto import tqdm
 from taia.classify import model_map
 from taia.errors import TaiaError
 from taia.io.atomic import atomic_dir, check_output
-from taia.io.checkpoint import SAFE_INDEX, Checkpoint, Item, TensorRef, open_checkpoint, write_index, write_shard
+from taia.io.checkpoint import (
+    SAFE_INDEX,
+    Checkpoint,
+    Item,
+    TensorRef,
+    open_checkpoint,
+    write_index,
+    write_shard,
+)
 from taia.io.hf import AUX_FILES, load_config, resolve_dir
 from taia.plan import Decision, make_plan, summarize
 from taia.report import build_report, describe_input, write_report
@@ -51,7 +59,10 @@ def apply_checkpoint(
         _copy_aux(ft_dir, tmp)
         report = build_report(
             "full-checkpoint",
-            {"base": describe_input(base_dir, index=SAFE_INDEX), "finetuned": describe_input(ft_dir, index=SAFE_INDEX)},
+            {
+                "base": describe_input(base_dir, index=SAFE_INDEX),
+                "finetuned": describe_input(ft_dir, index=SAFE_INDEX),
+            },
             spec,
             summarize(plan, {n: r.numel for n, r in ft.refs.items()}),
             base_only_tensors=sorted(set(bs.refs) - set(ft.refs)),

@@ -64,7 +64,7 @@ def apply_adapter_merged(
     if bad:
         raise TaiaError(f"merging produced NaN/Inf in {len(bad)} tensor(s), e.g. {bad[0]}")
     with atomic_dir(out, overwrite) as tmp:
-        model.save_pretrained(str(tmp), max_shard_size=max_shard_size)
+        model.save_pretrained(str(tmp), max_shard_size=max_shard_size)  # type: ignore[operator]
         for name in set(AUX_FILES) - _WRITTEN_BY_SAVE:
             if (base_dir / name).is_file():
                 shutil.copy2(base_dir / name, tmp / name)

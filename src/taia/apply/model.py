@@ -23,7 +23,9 @@ PEFT_PREFIX = "base_model.model."
 
 
 def apply_model(
-    model: nn.Module, spec: TaiaSpec | str = "taia", base: nn.Module | Mapping[str, torch.Tensor] | None = None
+    model: nn.Module,
+    spec: TaiaSpec | str = "taia",
+    base: nn.Module | Mapping[str, torch.Tensor] | None = None,
 ) -> dict[str, Any]:
     """Apply `spec` in place; returns per-group counts. `base` is needed for a non-PEFT model."""
     spec = load_spec(spec)
@@ -39,9 +41,13 @@ def _apply_peft(model: nn.Module, spec: TaiaSpec) -> dict[str, Any]:
     from peft.utils.other import ModulesToSaveWrapper
 
     mm = map_model(model)
-    layers = {n.removeprefix(PEFT_PREFIX): m for n, m in model.named_modules() if isinstance(m, LoraLayer)}
+    layers: dict[str, Any] = {
+        n.removeprefix(PEFT_PREFIX): m for n, m in model.named_modules() if isinstance(m, LoraLayer)
+    }
     wrappers = {
-        n.removeprefix(PEFT_PREFIX): m for n, m in model.named_modules() if isinstance(m, ModulesToSaveWrapper)
+        n.removeprefix(PEFT_PREFIX): m
+        for n, m in model.named_modules()
+        if isinstance(m, ModulesToSaveWrapper)
     }
     plan = make_plan([f"{p}.weight" for p in [*layers, *wrappers]], mm, spec)
     for path, layer in layers.items():
@@ -50,10 +56,16 @@ def _apply_peft(model: nn.Module, spec: TaiaSpec) -> dict[str, Any]:
     for path, wrapper in wrappers.items():
         lam = plan[f"{path}.weight"].lam
         if lam not in (0.0, 1.0):
-            raise TaiaError(f"λ={lam:g} on {path}: a modules_to_save copy can only be kept (1) or dropped (0)")
+            raise TaiaError(
+                f"λ={lam:g} on {path}: a modules_to_save copy can only be kept (1) or dropped (0)"
+            )
         wrapper.enable_adapters(lam == 1.0)
-    numels = {f"{p}.weight": sum(t.numel() for t in m.parameters()) for p, m in {**layers, **wrappers}.items()}
+    numels = {f"{p}.weight": _numel(m) for p, m in [*layers.items(), *wrappers.items()]}
     return {"spec": spec.name, "groups": summarize(plan, numels)}
+
+
+def _numel(module: nn.Module) -> int:
+    return sum(t.numel() for t in module.parameters())
 
 
 @torch.no_grad()

@@ -16,6 +16,7 @@ import struct
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import torch
 from safetensors import safe_open
@@ -194,7 +195,7 @@ def _describe(src: TensorRef | torch.Tensor) -> tuple[str, tuple[int, ...], int]
     return DTYPE_NAMES[src.dtype], tuple(src.shape), src.numel() * src.element_size()
 
 
-def _write_item(out, src: TensorRef | torch.Tensor) -> None:  # type: ignore[no-untyped-def]
+def _write_item(out: BinaryIO, src: TensorRef | torch.Tensor) -> None:
     if isinstance(src, torch.Tensor):
         out.write(src.detach().contiguous().reshape(-1).view(torch.uint8).numpy().data)
         return
