@@ -38,14 +38,15 @@ def test_cli_equals_api_full_checkpoint(llama, tmp_path, capsys):
 
 
 def test_cli_equals_api_adapter(llama, tmp_path):
-    assert main(["apply", "--base", str(llama.base), "--adapter", str(llama.adapter), "--out", str(tmp_path / "c")]) == 0
+    args = ["apply", "--base", str(llama.base), "--adapter", str(llama.adapter)]
+    assert main([*args, "--out", str(tmp_path / "c")]) == 0
     apply(ApplyConfig(base=str(llama.base), adapter=str(llama.adapter), out=str(tmp_path / "a")))
     for name in ("adapter_model.safetensors", "adapter_config.json"):
         assert (tmp_path / "c" / name).read_bytes() == (tmp_path / "a" / name).read_bytes()
 
 
 def test_config_file_and_overrides_and_resolved_config_roundtrip(llama, tmp_path):
-    cfg = {"base": str(llama.base), "finetuned": str(llama.finetuned), "out": str(tmp_path / "one"), "spec": "taia"}
+    cfg = {"base": str(llama.base), "finetuned": str(llama.finetuned), "out": str(tmp_path / "one")}
     (tmp_path / "exp.yaml").write_text(yaml.safe_dump(cfg))
     assert main(["apply", str(tmp_path / "exp.yaml"), "spec=taif"]) == 0
     resolved = yaml.safe_load((tmp_path / "one" / "taia_config.yaml").read_text())

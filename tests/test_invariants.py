@@ -1,4 +1,4 @@
-"""The invariants that carry the weight: every path to a TAIA model agrees with PEFT, the base, and a hand build."""
+"""The invariants that carry the weight: every path to TAIA agrees with PEFT, the base and a hand build."""
 
 from __future__ import annotations
 
@@ -6,11 +6,11 @@ import json
 
 import pytest
 import torch
-from conftest import logits
 from peft import PeftModel
 from safetensors import safe_open
 from transformers import AutoModelForCausalLM
 
+from conftest import logits
 from taia.apply import apply_adapter, apply_adapter_merged, apply_checkpoint, apply_model
 from taia.classify import model_map
 from taia.io.checkpoint import open_checkpoint
@@ -34,7 +34,7 @@ def tensors(path) -> dict[str, torch.Tensor]:
 
 @pytest.fixture(scope="module")
 def vanilla_full(saved, tmp_path_factory):
-    """arch → a full checkpoint made by merging the whole LoRA adapter into the base (PEFT merge_and_unload)."""
+    """arch → a full checkpoint: the whole LoRA adapter merged into the base by PEFT's merge_and_unload."""
     cache = {}
 
     def get(arch):
@@ -106,7 +106,7 @@ def test_taia_equals_hand_built_model(arch, saved, tmp_path):
     scaling = cfg["lora_alpha"] / cfg["r"]
     mm = model_map(hand)
     with safe_open(str(s.adapter / "adapter_model.safetensors"), "pt") as f, torch.no_grad():
-        for key in f.keys():
+        for key in f.keys():  # noqa: SIM118 — safe_open handles are not mappings
             if ".lora_A." not in key:
                 continue
             path = key.removeprefix("base_model.model.").split(".lora_A.")[0]
@@ -162,9 +162,12 @@ def test_sharded_in_sharded_out(llama, tmp_path):
     index = json.loads((tmp_path / "o" / "model.safetensors.index.json").read_text())
     src_index = json.loads((tmp_path / "ft" / "model.safetensors.index.json").read_text())
     assert index["weight_map"] == src_index["weight_map"] and len(set(index["weight_map"].values())) > 1
-    assert index["metadata"]["total_size"] == sum(r.end - r.start for r in open_checkpoint(tmp_path / "o").refs.values())
+    refs = open_checkpoint(tmp_path / "o").refs.values()
+    assert index["metadata"]["total_size"] == sum(r.end - r.start for r in refs)
     apply_checkpoint(llama.base, llama.finetuned, tmp_path / "single", load_spec("taia"))
-    torch.testing.assert_close(logits(load(tmp_path / "o")), logits(load(tmp_path / "single")), rtol=0, atol=0)
+    torch.testing.assert_close(
+        logits(load(tmp_path / "o")), logits(load(tmp_path / "single")), rtol=0, atol=0
+    )
 
 
 def test_in_memory_peft_switching_matches_written_adapters(llama, tmp_path):

@@ -14,7 +14,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
 from taia.errors import TaiaError
-from taia.spec import one_line
+from taia.spec import load_yaml, one_line
 
 C = TypeVar("C", bound=BaseModel)
 
@@ -63,8 +63,15 @@ class InspectConfig(BaseModel):
 
     @model_validator(mode="after")
     def _sources(self) -> InspectConfig:
-        pair = self.base is not None and (self.adapter is None) != (self.finetuned is None)
-        if (self.model is not None) == pair or (self.model is not None and (self.adapter or self.finetuned)):
+        alone = (
+            self.model is not None and self.base is None and self.adapter is None and self.finetuned is None
+        )
+        pair = (
+            self.model is None
+            and self.base is not None
+            and (self.adapter is None) != (self.finetuned is None)
+        )
+        if not (alone or pair):
             raise ValueError("give --model M, or --base B with exactly one of --adapter A / --finetuned F")
         return self
 
@@ -80,8 +87,17 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
         *parents, leaf = key.split(".")
         for p in parents:
             node = node.setdefault(p, {})
-        node[leaf] = yaml.safe_load(value) if value else ""
+            if not isinstance(node, dict):
+                raise TaiaError(f"override {item!r} conflicts with an earlier value for {p!r}")
+        node[leaf] = _scalar(value, item)
     return out
+
+
+def _scalar(value: str, item: str) -> Any:
+    try:
+        return yaml.safe_load(value) if value else ""
+    except yaml.YAMLError:
+        raise TaiaError(f"cannot parse the value of override {item!r}") from None
 
 
 def build_config(
@@ -93,7 +109,7 @@ def build_config(
         path = Path(file)
         if not path.is_file():
             raise TaiaError(f"config file {path} not found")
-        loaded = yaml.safe_load(path.read_text()) or {}
+        loaded = load_yaml(path)
         if not isinstance(loaded, dict):
             raise TaiaError(f"config file {path} must hold a mapping")
         data.update(loaded)

@@ -34,8 +34,7 @@ def make_plan(names: Iterable[str], mm: ModelMap, spec: TaiaSpec) -> dict[str, D
     plan: dict[str, Decision] = {}
     unassigned: list[str] = []
     for name in names:
-        info = mm.lookup(name)
-        lam = spec.resolve(name, info)
+        info, lam = spec.decide(name, mm.lookup(name))
         if lam is None:
             unassigned.append(name)
         else:

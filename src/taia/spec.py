@@ -98,16 +98,20 @@ class TaiaSpec(BaseModel):
 
     def resolve(self, name: str, info: ParamInfo) -> float | None:
         """λ for one tensor; None when it is unclassified and nothing assigns it."""
+        return self.decide(name, info)[1]
+
+    def decide(self, name: str, info: ParamInfo) -> tuple[ParamInfo, float | None]:
+        """The tensor's group after overrides, and its λ (None: unclassified and unassigned)."""
         for override in self.overrides:
             if override.matches(name):
                 if override.lam is not None:
-                    return override.lam
+                    return info, override.lam
                 info = ParamInfo(override.group or info.group, info.layer)
                 break
         rule = self.groups.get(info.group)
         if rule is None:
-            return None if info.group == "other" else 0.0
-        return rule.coefficient(info.layer)
+            return info, None if info.group == "other" else 0.0
+        return info, rule.coefficient(info.layer)
 
     def keeps_anything(self) -> bool:
         """Whether this spec asks for any fine-tuned update at all (`base` does not)."""
@@ -148,12 +152,20 @@ def load_spec(spec: str | Path | TaiaSpec | dict[str, Any]) -> TaiaSpec:
         path = Path(text)
         if not path.is_file():
             raise TaiaError(f"spec file {path} not found")
-        data = yaml.safe_load(path.read_text()) or {}
+        data = load_yaml(path)
         if not isinstance(data, dict):
             raise TaiaError(f"spec file {path} must hold a mapping")
         data.setdefault("name", path.stem)
         return _validate(data, str(path))
     return PRESETS.get(text)
+
+
+def load_yaml(path: Path) -> Any:
+    """A YAML file's contents; syntax errors become one-line TaiaErrors."""
+    try:
+        return yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise TaiaError(f"{path} is not valid YAML: {' '.join(str(e).split())}") from None
 
 
 def _validate(data: dict[str, Any], where: str) -> TaiaSpec:

@@ -28,10 +28,14 @@ AUX_FILES = (
 
 
 def resolve_dir(path_or_id: str | Path, allow_patterns: list[str] | None = None) -> Path:
-    """A local directory for a path or a hub id (downloaded through the hub cache)."""
+    """A local directory for a path, a named model (`smollm2-135m-instruct`) or a hub id (org/name)."""
+    from taia.models import is_model_name, materialize
+
     path = Path(path_or_id).expanduser()
     if path.is_dir():
         return path
+    if is_model_name(str(path_or_id)):
+        return materialize(str(path_or_id))
     if path.exists() or str(path_or_id).startswith((".", "/", "~")) or str(path_or_id).count("/") != 1:
         raise TaiaError(f"{path_or_id} is not a directory (expected a local model dir or a hub id org/name)")
     try:
@@ -45,11 +49,17 @@ def resolve_dir(path_or_id: str | Path, allow_patterns: list[str] | None = None)
 def load_config(path_or_id: str | Path, trust_remote_code: bool = False) -> Any:
     from transformers import AutoConfig
 
+    from taia.models import is_model_name
+
     path = Path(path_or_id).expanduser()
+    if is_model_name(str(path_or_id)):
+        path = resolve_dir(path_or_id)
     if path.is_dir() and not (path / "config.json").is_file():
         raise TaiaError(f"{path} has no config.json (is it a model directory?)")
     try:
-        return AutoConfig.from_pretrained(str(path_or_id), trust_remote_code=trust_remote_code)
+        return AutoConfig.from_pretrained(
+            str(path if path.is_dir() else path_or_id), trust_remote_code=trust_remote_code
+        )
     except Exception as e:  # noqa: BLE001
         raise TaiaError(f"cannot load a model config from {path_or_id}: {e}") from None
 
