@@ -200,3 +200,36 @@ def test_report_says_what_was_kept_and_dropped(llama, tmp_path):
     assert report["groups"]["ffn"] == {"reverted": {"tensors": 6, "params": 6 * 4 * (32 + 64)}}
     cfg = json.loads((tmp_path / "o" / "adapter_config.json").read_text())
     assert all(".self_attn." in m for m in cfg["target_modules"]) and cfg["modules_to_save"] is None
+
+
+@pytest.fixture(scope="module")
+def llama_extras(tmp_path_factory):
+    """A llama base + adapter with LoRA on the embedding and a `modules_to_save` copy of lm_head."""
+    from conftest import tiny_model
+    from peft import LoraConfig, get_peft_model
+
+    root = tmp_path_factory.mktemp("extras")
+    tiny_model("llama").save_pretrained(root / "base")
+    cfg = LoraConfig(r=4, target_modules=["q_proj", "up_proj", "embed_tokens"], modules_to_save=["lm_head"])
+    model = get_peft_model(tiny_model("llama"), cfg)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name or "lora_embedding_B" in name or "modules_to_save" in name:
+                p.add_(torch.randn_like(p) * 0.1)
+    model.save_pretrained(root / "adapter")
+    return root / "base", root / "adapter"
+
+
+@pytest.mark.parametrize("spec", ["vanilla", "taia", "taia-ref"])
+def test_embedding_lora_and_modules_to_save(spec, llama_extras, tmp_path):
+    base, adapter = llama_extras
+    report = apply_adapter(base, adapter, tmp_path / "a", load_spec(spec))
+    apply_adapter_merged(base, adapter, tmp_path / "m", load_spec(spec))
+    cfg = json.loads((tmp_path / "a" / "adapter_config.json").read_text())
+    keeps_head = spec != "taia"
+    assert cfg["modules_to_save"] == (["lm_head"] if keeps_head else None)
+    assert ("lm_head" in report["kept_modules"]) == keeps_head
+    torch.testing.assert_close(logits(peft(base, tmp_path / "a")), logits(load(tmp_path / "m")), rtol=1e-4, atol=1e-5)
+    if spec == "vanilla":
+        ref = peft(base, adapter).merge_and_unload()
+        torch.testing.assert_close(logits(load(tmp_path / "m")), logits(ref), rtol=1e-5, atol=1e-6)

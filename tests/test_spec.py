@@ -323,3 +323,22 @@ def test_decision_actions():
     assert Decision(info, 0.0).action == "reverted"
     assert Decision(info, 0.5).action == "scaled"
     assert Decision(info, -1.0).action == "scaled"
+
+
+def test_unknown_keys_suggest_the_right_one():
+    with pytest.raises(TaiaError, match=r"groups\.attn\.lamda: unknown key \(did you mean 'lambda'\?\)"):
+        load_spec({"groups": {"attn": {"lamda": 1.0}}})
+    with pytest.raises(TaiaError, match=r"gruops: unknown key \(did you mean 'groups'\?\)"):
+        load_spec({"gruops": {}})
+
+
+def test_group_override_is_reported_under_the_new_group():
+    from conftest import tiny_config
+    from taia.classify import model_map
+
+    mm = model_map(tiny_config("llama"))
+    spec = load_spec(
+        {"groups": {"attn": 1.0}, "overrides": [{"pattern": r"lm_head\.weight$", "group": "attn"}]}
+    )
+    plan = make_plan(mm.params, mm, spec)
+    assert plan["lm_head.weight"].info.group == "attn" and plan["lm_head.weight"].lam == 1.0

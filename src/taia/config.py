@@ -118,7 +118,7 @@ def build_config(
     try:
         return cls.model_validate(data)
     except ValidationError as e:
-        raise TaiaError(f"invalid {cls.__name__}: {one_line(e)}") from None
+        raise TaiaError(f"invalid {cls.__name__}: {one_line(e, cls)}") from None
 
 
 def _deep_update(dst: dict[str, Any], src: dict[str, Any]) -> None:

@@ -16,9 +16,10 @@ Exercised by `taia apply --spec taia|taia-ref|taif|vanilla|base|FILE.yaml` and t
 
 from __future__ import annotations
 
+import difflib
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -172,16 +173,34 @@ def _validate(data: dict[str, Any], where: str) -> TaiaSpec:
     try:
         return TaiaSpec.model_validate(data)
     except ValidationError as e:
-        raise TaiaError(f"invalid spec {where}: {one_line(e)}") from None
+        raise TaiaError(f"invalid spec {where}: {one_line(e, TaiaSpec)}") from None
 
 
-def one_line(e: ValidationError) -> str:
-    """Pydantic errors as one line: `key.path: message; …`."""
+def one_line(e: ValidationError, model: type[BaseModel] | None = None) -> str:
+    """Pydantic errors as one line: `key.path: message; …`, unknown keys with a "did you mean"."""
+    known = _field_names(model) if model else set()
     parts = []
     for err in e.errors():
         loc = ".".join(str(x) for x in err["loc"]) or "(root)"
         msg = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
-            msg = "unknown key"
+            close = difflib.get_close_matches(str(err["loc"][-1]), sorted(known), n=1, cutoff=0.6)
+            msg = "unknown key" + (f" (did you mean {close[0]!r}?)" if close else "")
         parts.append(f"{loc}: {msg}")
     return "; ".join(parts)
+
+
+def _field_names(model: type[BaseModel]) -> set[str]:
+    """Every key a model (and the models nested in it) accepts, aliases included."""
+    names: set[str] = set()
+    for name, f in model.model_fields.items():
+        names.update({name, f.alias or name})
+        for sub in _nested_models(f.annotation):
+            names |= _field_names(sub)
+    return names
+
+
+def _nested_models(annotation: Any) -> list[type[BaseModel]]:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    return [m for arg in get_args(annotation) for m in _nested_models(arg)]

@@ -61,6 +61,8 @@ def group_modules(tensors: dict[str, torch.Tensor]) -> dict[str, LoraModule]:
     for key, t in tensors.items():
         parts = key.removeprefix(PEFT_PREFIX).split(".")
         cut = next((i for i, p in enumerate(parts) if p.startswith("lora_")), len(parts) - 1)
+        if cut == len(parts) - 1 and parts[cut - 1] == "base_layer":
+            cut -= 1  # PEFT saves a LoRA'd embedding's base weight beside its A/B: it travels with them
         path = ".".join(parts[:cut])
         modules.setdefault(path, LoraModule(path)).tensors[key] = t
     return modules
