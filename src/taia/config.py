@@ -7,11 +7,12 @@ Every output directory gets the resolved config next to it. Exercised by
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
 
 from taia.errors import TaiaError
 from taia.spec import load_yaml, one_line
@@ -33,6 +34,13 @@ class ApplyConfig(BaseModel):
     allow_pickle: bool = False
     trust_remote_code: bool = False
     max_shard_size: str = "5GB"
+
+    @field_validator("max_shard_size")
+    @classmethod
+    def _size(cls, v: str) -> str:
+        if not re.fullmatch(r"\d+(\.\d+)?\s*([KMGT]i?B|B)?", v.strip(), flags=re.I):
+            raise ValueError(f"expected a size such as 500MB or 5GB, got {v!r}")
+        return v
 
     @model_validator(mode="after")
     def _one_source(self) -> ApplyConfig:

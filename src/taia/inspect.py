@@ -119,7 +119,7 @@ def _lora_delta_sq(m: LoraModule, config: dict[str, Any]) -> float | None:
 def _scaling(m: LoraModule, config: dict[str, Any], rank: int) -> float:
     alpha = config.get("lora_alpha", rank)
     for pattern, value in (config.get("alpha_pattern") or {}).items():
-        if re.search(pattern, m.unwrapped):
+        if re.match(rf"(.*\.)?({pattern})$", m.unwrapped):  # PEFT matches a pattern at the path's end
             alpha = value
             break
     return alpha / math.sqrt(rank) if config.get("use_rslora") else alpha / rank

@@ -14,6 +14,7 @@ from taia.apply.checkpoint import apply_checkpoint
 from taia.apply.merged import apply_adapter_merged
 from taia.apply.model import apply_model
 from taia.config import ApplyConfig, save_config
+from taia.errors import TaiaError
 from taia.spec import load_spec
 
 __all__ = [
@@ -30,6 +31,7 @@ CONFIG_FILE = "taia_config.yaml"
 
 def apply(cfg: ApplyConfig) -> dict[str, Any]:
     """Run one `taia apply` from its config; writes the output dir, its report and resolved config."""
+    _check_out_is_not_an_input(cfg)
     spec = load_spec(cfg.spec)
     opts = {"allow_pickle": cfg.allow_pickle, "trust_remote_code": cfg.trust_remote_code}
     if cfg.finetuned is not None:
@@ -45,3 +47,15 @@ def apply(cfg: ApplyConfig) -> dict[str, Any]:
     resolved = cfg.model_copy(update={"spec": spec.model_dump(mode="json", by_alias=True)})
     save_config(resolved, Path(cfg.out) / CONFIG_FILE)
     return report
+
+
+def _check_out_is_not_an_input(cfg: ApplyConfig) -> None:
+    """--overwrite must never replace (or hold) one of the inputs."""
+    out = Path(cfg.out).expanduser().resolve()
+    for name in ("base", "adapter", "finetuned"):
+        value = getattr(cfg, name)
+        if value is None or not Path(value).expanduser().exists():
+            continue
+        src = Path(value).expanduser().resolve()
+        if out == src or out in src.parents:
+            raise TaiaError(f"--out {cfg.out} would replace the {name} input {value}")

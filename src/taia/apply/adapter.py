@@ -116,6 +116,9 @@ _EXPECTED = {"lora_A": (1, 0), "lora_B": (0, 1), "lora_embedding_A": (1, 0), "lo
 
 def fold(m: LoraModule, lam: float) -> dict[str, torch.Tensor]:
     """Scale the module's update by λ through its B matrices; refuse what is not linear in λ."""
+    for key, t in m.tensors.items():
+        if t.is_floating_point() and not torch.isfinite(t).all():
+            raise TaiaError(f"the adapter holds NaN/Inf in {key}")
     if lam == 1.0:
         return dict(m.tensors)
     if not m.is_lora:

@@ -18,6 +18,7 @@ from torch import nn
 from taia.apply.adapter import adapter_report, filter_adapter
 from taia.errors import TaiaError
 from taia.io.atomic import atomic_dir, check_output
+from taia.io.checkpoint import open_checkpoint
 from taia.io.hf import ADAPTER_CONFIG, ADAPTER_SAFE, AUX_FILES, resolve_dir
 from taia.report import write_report
 from taia.spec import TaiaSpec
@@ -57,6 +58,7 @@ def apply_adapter_merged(
     check_output(out, overwrite)
     fa = filter_adapter(base, adapter, spec, **opts)
     base_dir = resolve_dir(base)
+    open_checkpoint(base_dir, opts.get("allow_pickle", False))  # missing/truncated/pickle: one clear line
     model = load_causal_lm(base_dir, opts.get("trust_remote_code", False))
     if fa.kept:
         model = merge_adapter(model, fa.config, fa.tensors)

@@ -72,16 +72,27 @@ def read_header(path: Path) -> tuple[dict[str, TensorRef], dict[str, str]]:
         except ValueError as e:
             raise TaiaError(f"corrupt safetensors header in {path}: {e}") from None
     metadata = header.pop("__metadata__", None) or {}
-    refs = {k: _ref(path, 8 + n, v) for k, v in header.items()}
+    refs = {k: _ref(path, 8 + n, k, v) for k, v in header.items()}
     need = max((r.end for r in refs.values()), default=8 + n)
     if need > size:
         raise TaiaError(f"truncated safetensors file {path}: header needs {need} bytes, file has {size}")
     return refs, metadata
 
 
-def _ref(path: Path, base: int, entry: dict) -> TensorRef:
-    start, end = entry["data_offsets"]
-    return TensorRef(path, entry["dtype"], tuple(entry["shape"]), base + start, base + end)
+def _ref(path: Path, base: int, name: str, entry: dict) -> TensorRef:
+    try:
+        start, end = (int(x) for x in entry["data_offsets"])
+        ref = TensorRef(
+            path, str(entry["dtype"]), tuple(int(d) for d in entry["shape"]), base + start, base + end
+        )
+    except (KeyError, TypeError, ValueError):
+        raise TaiaError(f"corrupt safetensors header in {path}: bad entry for {name}") from None
+    size = DTYPES[ref.dtype].itemsize * ref.numel if ref.dtype in DTYPES else end - start
+    if not 0 <= start <= end or end - start != size:
+        raise TaiaError(
+            f"corrupt safetensors header in {path}: {name} spans {end - start} bytes, expected {size}"
+        )
+    return ref
 
 
 @dataclass
@@ -159,7 +170,8 @@ def load_pickle(path: Path) -> dict[str, torch.Tensor]:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 — torch raises many types for bad pickles
-        raise TaiaError(f"cannot load {path} safely (weights_only=True): {e}") from None
+        first = next((line.strip() for line in str(e).splitlines() if line.strip()), type(e).__name__)
+        raise TaiaError(f"cannot load {path} safely (weights_only=True): {first}") from None
 
 
 def _pickle_ref(root: Path, t: torch.Tensor) -> TensorRef:

@@ -69,7 +69,10 @@ def load_adapter(root: Path, allow_pickle: bool = False) -> tuple[dict[str, Any]
     cfg_path = root / ADAPTER_CONFIG
     if not cfg_path.is_file():
         raise TaiaError(f"{root} is not a PEFT adapter dir (no {ADAPTER_CONFIG})")
-    config = json.loads(cfg_path.read_text())
+    try:
+        config = json.loads(cfg_path.read_text())
+    except ValueError as e:
+        raise TaiaError(f"{cfg_path} is not valid JSON: {e}") from None
     if (root / ADAPTER_SAFE).is_file():
         read_header(root / ADAPTER_SAFE)  # clear error on truncation before safetensors' own
         return config, load_file(str(root / ADAPTER_SAFE))
