@@ -15,7 +15,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
 
 from taia.errors import TaiaError
-from taia.spec import load_yaml, one_line
+from taia.spec import load_mapping, one_line
 
 C = TypeVar("C", bound=BaseModel)
 
@@ -114,13 +114,7 @@ def build_config(
     """Merge a YAML file, explicit flags and key=value overrides (later wins), then validate."""
     data: dict[str, Any] = {}
     if file:
-        path = Path(file)
-        if not path.is_file():
-            raise TaiaError(f"config file {path} not found")
-        loaded = load_yaml(path)
-        if not isinstance(loaded, dict):
-            raise TaiaError(f"config file {path} must hold a mapping")
-        data.update(loaded)
+        data.update(load_mapping(Path(file), "config file"))
     data.update({k: v for k, v in flags.items() if v is not None and v is not False})
     _deep_update(data, parse_overrides(overrides or []))
     try:

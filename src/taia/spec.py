@@ -151,22 +151,23 @@ def load_spec(spec: str | Path | TaiaSpec | dict[str, Any]) -> TaiaSpec:
     text = str(spec)
     if text.endswith((".yaml", ".yml", ".json")) or Path(text).is_file():
         path = Path(text)
-        if not path.is_file():
-            raise TaiaError(f"spec file {path} not found")
-        data = load_yaml(path)
-        if not isinstance(data, dict):
-            raise TaiaError(f"spec file {path} must hold a mapping")
+        data = load_mapping(path, "spec file")
         data.setdefault("name", path.stem)
         return _validate(data, str(path))
     return PRESETS.get(text)
 
 
-def load_yaml(path: Path) -> Any:
-    """A YAML file's contents; syntax errors become one-line TaiaErrors."""
+def load_mapping(path: Path, what: str) -> dict[str, Any]:
+    """A YAML file holding a mapping; a missing file, bad syntax or another shape is a one-line TaiaError."""
+    if not path.is_file():
+        raise TaiaError(f"{what} {path} not found")
     try:
-        return yaml.safe_load(path.read_text()) or {}
+        data = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as e:
         raise TaiaError(f"{path} is not valid YAML: {' '.join(str(e).split())}") from None
+    if not isinstance(data, dict):
+        raise TaiaError(f"{what} {path} must hold a mapping")
+    return data
 
 
 def _validate(data: dict[str, Any], where: str) -> TaiaSpec:
