@@ -576,11 +576,11 @@ def _fail_on_second_shard(monkeypatch, exc: BaseException) -> list[Path]:
     real = checkpoint_mod.write_shard
     written: list[Path] = []
 
-    def flaky(path, items, metadata=None):
+    def flaky(path, items, **kwargs):
         if written:
             raise exc
         written.append(path)
-        return real(path, items, metadata)
+        return real(path, items, **kwargs)
 
     monkeypatch.setattr(checkpoint_mod, "write_shard", flaky)
     return written

@@ -97,7 +97,8 @@ def _write_shards(tmp: Path, plan: dict[str, Decision], ft: Checkpoint, bs: Chec
     with tqdm(total=total, unit="B", unit_scale=True, desc="taia apply", disable=None) as bar:
         for shard, names in ft.shards.items():
             items: list[Item] = [(n, _source(n, plan[n].lam, ft, bs)) for n in names]
-            write_shard(tmp / shard, items)
+            align = None if ft.pickled is not None else min(ft.refs[n].start for n in names)
+            write_shard(tmp / shard, items, align_with=align)
             bar.update(sum(ft.refs[n].end - ft.refs[n].start for n in names))
 
 

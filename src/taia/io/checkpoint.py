@@ -13,7 +13,7 @@ import hashlib
 import json
 import os
 import struct
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -183,21 +183,28 @@ def _pickle_ref(root: Path, t: torch.Tensor) -> TensorRef:
 Item = tuple[str, TensorRef | torch.Tensor]
 
 
-def write_shard(path: Path, items: Iterable[Item], metadata: dict[str, str] | None = None) -> int:
-    """Stream one safetensors shard to `path`; returns the number of data bytes written."""
+def write_shard(path: Path, items: Iterable[Item], align_with: int | None = None) -> int:
+    """Stream one safetensors shard to `path`; returns the number of data bytes written.
+
+    `align_with`: a source file's data start. The header is padded so that our data starts at the same
+    offset modulo 4096: the kernel's copy is ~2.5x slower when source and target are misaligned.
+    """
     items = list(items)
-    header: dict[str, object] = {"__metadata__": metadata or {"format": "pt"}}
+    header: dict[str, object] = {"__metadata__": {"format": "pt"}}
     offset = 0
     for name, src in items:
         dtype, shape, size = _describe(src)
         header[name] = {"dtype": dtype, "shape": list(shape), "data_offsets": [offset, offset + size]}
         offset += size
     blob = json.dumps(header, separators=(",", ":")).encode()
-    blob += b" " * (-len(blob) % 8)  # the format pads the header to 8-byte alignment
+    pad = -len(blob) % 8  # the format pads the header to 8-byte alignment
+    if align_with is not None and align_with % 8 == 0:
+        pad = (align_with - 8 - len(blob)) % 4096
+    blob += b" " * pad
     with path.open("wb") as out:
         out.write(struct.pack("<Q", len(blob)) + blob)
-        for _, src in items:
-            _write_item(out, src)
+        for run in _runs(items):
+            _write_run(out, run)
     return offset
 
 
@@ -207,7 +214,23 @@ def _describe(src: TensorRef | torch.Tensor) -> tuple[str, tuple[int, ...], int]
     return DTYPE_NAMES[src.dtype], tuple(src.shape), src.numel() * src.element_size()
 
 
-def _write_item(out: BinaryIO, src: TensorRef | torch.Tensor) -> None:
+def _runs(items: list[Item]) -> Iterator[TensorRef | torch.Tensor]:
+    """Merge byte ranges adjacent in one source file: one kernel copy per run, not one per tensor."""
+    run: TensorRef | None = None
+    for _, src in items:
+        if isinstance(src, TensorRef) and run is not None and src.file == run.file and src.start == run.end:
+            run = TensorRef(run.file, run.dtype, (), run.start, src.end)
+            continue
+        if run is not None:
+            yield run
+        run = src if isinstance(src, TensorRef) else None
+        if run is None:
+            yield src
+    if run is not None:
+        yield run
+
+
+def _write_run(out: BinaryIO, src: TensorRef | torch.Tensor) -> None:
     if isinstance(src, torch.Tensor):
         out.write(src.detach().contiguous().reshape(-1).view(torch.uint8).numpy().data)
         return
