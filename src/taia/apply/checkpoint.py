@@ -45,8 +45,8 @@ def apply_checkpoint(
     out = Path(out)
     check_output(out, overwrite)
     base_dir, ft_dir = resolve_dir(base), resolve_dir(finetuned)
-    _check_same_arch(base_dir, ft_dir, trust_remote_code)
-    mm = model_map(ft_dir, trust_remote_code=trust_remote_code)
+    config = _check_same_arch(base_dir, ft_dir, trust_remote_code)
+    mm = model_map(config, trust_remote_code=trust_remote_code)
     ft, bs = open_checkpoint(ft_dir, allow_pickle), open_checkpoint(base_dir, allow_pickle)
     plan = make_plan(ft.refs, mm, spec)
     _check_base_has(plan, ft, bs)
@@ -71,10 +71,12 @@ def apply_checkpoint(
     return report
 
 
-def _check_same_arch(base_dir: Path, ft_dir: Path, trust_remote_code: bool) -> None:
+def _check_same_arch(base_dir: Path, ft_dir: Path, trust_remote_code: bool) -> Any:
+    """The fine-tune's config, once checked against the base's architecture."""
     b, f = load_config(base_dir, trust_remote_code), load_config(ft_dir, trust_remote_code)
     if b.model_type != f.model_type:
         raise TaiaError(f"base is a {b.model_type} model but the fine-tune is a {f.model_type} model")
+    return f
 
 
 def _check_base_has(plan: dict[str, Decision], ft: Checkpoint, bs: Checkpoint) -> None:
