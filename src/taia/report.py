@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import platform
+import sys
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -21,8 +22,10 @@ _LIBS = ("taia", "torch", "transformers", "peft", "safetensors", "pydantic")
 def versions() -> dict[str, str | None]:
     out: dict[str, str | None] = {"python": platform.python_version()}
     for lib in _LIBS:
+        # An imported module knows its version for free; package metadata costs a few ms per lookup.
+        version = getattr(sys.modules.get(lib), "__version__", None)
         try:
-            out[lib] = metadata.version(lib)
+            out[lib] = version if isinstance(version, str) else metadata.version(lib)
         except metadata.PackageNotFoundError:
             out[lib] = None
     return out
