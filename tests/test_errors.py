@@ -674,3 +674,28 @@ def test_out_may_not_replace_an_input(llama, tmp_path, capsys):
     argv = ["apply", "--base", llama.base, "--finetuned", ft, "--out", tmp_path, "--overwrite"]
     fails(capsys, argv, None, "would replace the finetuned input")
     assert sorted(p.name for p in ft.iterdir()) == before
+
+
+def test_modules_to_save_copy_of_another_shape(llama, tmp_path, capsys):
+    """A `modules_to_save` lm_head from a model with a resized vocabulary does not fit the base."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    cfg = tiny_config("llama")
+    cfg.vocab_size = 136
+    lora = LoraConfig(r=2, target_modules=["q_proj"], modules_to_save=["lm_head"])
+    resized = get_peft_model(AutoModelForCausalLM.from_config(cfg), lora)
+    resized.save_pretrained(tmp_path / "adapter")
+    out = tmp_path / "out"
+    argv = [
+        "apply",
+        "--base",
+        llama.base,
+        "--adapter",
+        tmp_path / "adapter",
+        "--out",
+        out,
+        "--spec",
+        "vanilla",
+    ]
+    fails(capsys, argv, out, "lm_head", "[136, 32]", "[128, 32]")

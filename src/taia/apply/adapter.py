@@ -18,7 +18,7 @@ from safetensors.torch import save_file
 from taia.classify import ModelMap, model_map
 from taia.errors import TaiaError
 from taia.io.atomic import atomic_dir, check_output
-from taia.io.hf import ADAPTER_CONFIG, ADAPTER_SAFE, AUX_FILES, load_adapter, resolve_dir
+from taia.io.hf import ADAPTER_CONFIG, ADAPTER_SAFE, AUX_FILES, CONFIG_ONLY, load_adapter, resolve_dir
 from taia.plan import Decision, make_plan, summarize
 from taia.report import build_report, describe_input, write_report
 from taia.spec import TaiaSpec
@@ -73,7 +73,9 @@ def filter_adapter(base: str | Path, adapter: str | Path, spec: TaiaSpec, **opts
     config, tensors = load_adapter(resolve_dir(adapter), opts.get("allow_pickle", False))
     if config.get("peft_type", "LORA") != "LORA":
         raise TaiaError(f"only LoRA adapters are supported, got peft_type={config.get('peft_type')}")
-    mm = model_map(resolve_dir(base), trust_remote_code=opts.get("trust_remote_code", False))
+    # The adapter format needs only the base's config: a hub base is not downloaded whole.
+    base_dir = resolve_dir(base, allow_patterns=CONFIG_ONLY)
+    mm = model_map(base_dir, trust_remote_code=opts.get("trust_remote_code", False))
     modules = group_modules(tensors)
     for m in modules.values():
         check_fits(m, mm)
@@ -97,6 +99,9 @@ def check_fits(m: LoraModule, mm: ModelMap) -> None:
     path = mm.find_module(m.unwrapped)
     if path is None:
         raise TaiaError(f"adapter does not fit this base ({mm.model_type}): it has no module {m.path}")
+    if not m.is_lora:
+        _check_full_copy(m, path, mm)
+        return
     io = mm.io_features.get(path)
     if io is None:
         return  # a parameter-targeted or custom layer: existence is all we can check
@@ -107,6 +112,17 @@ def check_fits(m: LoraModule, mm: ModelMap) -> None:
             raise TaiaError(
                 f"adapter does not fit this base ({mm.model_type}): {key} has shape {list(t.shape)}, "
                 f"module {m.path} has in/out features {list(io)}"
+            )
+
+
+def _check_full_copy(m: LoraModule, path: str, mm: ModelMap) -> None:
+    """A `modules_to_save` copy must have the base parameter's shape (e.g. not a resized vocabulary)."""
+    for key, t in m.tensors.items():
+        want = mm.shapes.get(f"{path}.{key.rsplit('.', 1)[-1]}")
+        if want is not None and tuple(t.shape) != want:
+            raise TaiaError(
+                f"adapter does not fit this base ({mm.model_type}): {key} has shape {list(t.shape)}, "
+                f"the base's is {list(want)}"
             )
 
 
@@ -190,7 +206,7 @@ def adapter_report(
     base: str | Path, adapter_dir: Path, spec: TaiaSpec, fa: FilteredAdapter, fmt: str
 ) -> dict:
     inputs = {
-        "base": describe_input(resolve_dir(base)),
+        "base": describe_input(resolve_dir(base, allow_patterns=CONFIG_ONLY)),
         "adapter": describe_input(adapter_dir, ADAPTER_CONFIG),
     }
     return build_report(

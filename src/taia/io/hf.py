@@ -19,6 +19,7 @@ from taia.io.checkpoint import load_pickle, read_header
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_SAFE = "adapter_model.safetensors"
 ADAPTER_PICKLE = "adapter_model.bin"
+CONFIG_ONLY = ["config.json"]  # allow_patterns when only a hub model's config is needed
 # Files that describe how to use a model (not its weights); copied next to merged outputs.
 AUX_FILES = (
     "config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json",
