@@ -311,33 +311,19 @@ def _to_pickle(src: Path, dst: Path, safe: str, pickle: str) -> Path:
     return dst
 
 
-def test_pickle_finetune_refused_then_allowed(llama, tmp_path, capsys):
-    ft = _to_pickle(llama.finetuned, tmp_path / "ft", "model.safetensors", "pytorch_model.bin")
+@pytest.mark.parametrize("which", ["finetuned", "base"])
+def test_pickle_input_refused_then_allowed(which, llama, tmp_path, capsys):
+    pickled = _to_pickle(getattr(llama, which), tmp_path / which, "model.safetensors", "pytorch_model.bin")
+    paths = {"base": llama.base, "finetuned": llama.finetuned, which: pickled}
     out = tmp_path / "out"
-    args = ["apply", "--base", llama.base, "--finetuned", ft, "--out", out]
-    fails(capsys, args, out, "--allow-pickle", str(ft))
+    args = ["apply", "--base", paths["base"], "--finetuned", paths["finetuned"], "--out", out]
+    fails(capsys, args, out, "--allow-pickle", str(pickled))
     assert main([*map(str, args), "--allow-pickle"]) == 0
     ref = tmp_path / "ref"
-    assert (
-        main(["apply", "--base", str(llama.base), "--finetuned", str(llama.finetuned), "--out", str(ref)])
-        == 0
-    )
+    reference = ["apply", "--base", llama.base, "--finetuned", llama.finetuned, "--out", ref]
+    assert main([*map(str, reference)]) == 0
     assert_same_tensors(out, ref)
     assert leftovers(out) == []
-
-
-def test_pickle_base_refused_then_allowed(llama, tmp_path, capsys):
-    base = _to_pickle(llama.base, tmp_path / "base", "model.safetensors", "pytorch_model.bin")
-    out = tmp_path / "out"
-    args = ["apply", "--base", base, "--finetuned", llama.finetuned, "--out", out, "--spec", "taia"]
-    fails(capsys, args, out, "--allow-pickle", str(base))
-    assert main([*map(str, args), "--allow-pickle"]) == 0
-    ref = tmp_path / "ref"
-    assert (
-        main(["apply", "--base", str(llama.base), "--finetuned", str(llama.finetuned), "--out", str(ref)])
-        == 0
-    )
-    assert_same_tensors(out, ref)
 
 
 def test_pickle_base_refused_for_merged(llama, tmp_path, capsys):
