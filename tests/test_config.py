@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from taia.config import ApplyConfig, InspectConfig, build_config, parse_overrides, save_config
+from taia.config import ApplyConfig, InspectConfig, build_config, config_yaml, parse_overrides
 from taia.errors import TaiaError
 
 
@@ -142,9 +142,9 @@ def test_empty_config_file(tmp_path):
     assert cfg.spec == "taia"
 
 
-def test_save_config_round_trip(tmp_path):
+def test_resolved_config_round_trip(tmp_path):
     cfg = ApplyConfig(base="b", adapter="a", out="o", spec={"groups": {"attn": 0.5}}, overwrite=True)
-    save_config(cfg, tmp_path / "resolved.yaml")
+    (tmp_path / "resolved.yaml").write_text(config_yaml(cfg))
     again = build_config(ApplyConfig, str(tmp_path / "resolved.yaml"), {})
     assert again == cfg
 

@@ -131,5 +131,6 @@ def _deep_update(dst: dict[str, Any], src: dict[str, Any]) -> None:
             dst[k] = v
 
 
-def save_config(cfg: BaseModel, path: Path) -> None:
-    path.write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
+def config_yaml(cfg: BaseModel) -> str:
+    """A resolved config as YAML that `build_config` reads back unchanged."""
+    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import platform
 import sys
+from collections.abc import Mapping
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -54,5 +55,8 @@ def build_report(
     }
 
 
-def write_report(out: Path, report: dict[str, Any]) -> None:
+def write_report(out: Path, report: dict[str, Any], extra_files: Mapping[str, str] | None = None) -> None:
+    """The report, plus any small text files the caller wants inside the same atomic output."""
     (out / REPORT).write_text(json.dumps(report, indent=2) + "\n")
+    for name, text in (extra_files or {}).items():
+        (out / name).write_text(text)

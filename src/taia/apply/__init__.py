@@ -13,7 +13,7 @@ from taia.apply.adapter import apply_adapter, filter_adapter
 from taia.apply.checkpoint import apply_checkpoint
 from taia.apply.merged import apply_adapter_merged
 from taia.apply.model import apply_model
-from taia.config import ApplyConfig, save_config
+from taia.config import ApplyConfig, config_yaml
 from taia.errors import TaiaError
 from taia.spec import load_spec
 
@@ -33,7 +33,12 @@ def apply(cfg: ApplyConfig) -> dict[str, Any]:
     """Run one `taia apply` from its config; writes the output dir, its report and resolved config."""
     _check_out_is_not_an_input(cfg)
     spec = load_spec(cfg.spec)
-    opts = {"allow_pickle": cfg.allow_pickle, "trust_remote_code": cfg.trust_remote_code}
+    resolved = cfg.model_copy(update={"spec": spec.model_dump(mode="json", by_alias=True)})
+    opts: dict[str, Any] = {
+        "allow_pickle": cfg.allow_pickle,
+        "trust_remote_code": cfg.trust_remote_code,
+        "extra_files": {CONFIG_FILE: config_yaml(resolved)},  # inside the atomic output, like the report
+    }
     if cfg.finetuned is not None:
         report = apply_checkpoint(cfg.base, cfg.finetuned, cfg.out, spec, cfg.overwrite, **opts)
     elif cfg.resolved_format == "merged":
@@ -44,8 +49,6 @@ def apply(cfg: ApplyConfig) -> dict[str, Any]:
     else:
         assert cfg.adapter is not None
         report = apply_adapter(cfg.base, cfg.adapter, cfg.out, spec, cfg.overwrite, **opts)
-    resolved = cfg.model_copy(update={"spec": spec.model_dump(mode="json", by_alias=True)})
-    save_config(resolved, Path(cfg.out) / CONFIG_FILE)
     return report
 
 

@@ -198,7 +198,7 @@ def apply_adapter(
             if (adapter_dir / name).is_file():
                 shutil.copy2(adapter_dir / name, tmp / name)
         report = adapter_report(base, adapter_dir, spec, fa, "adapter")
-        write_report(tmp, report)
+        write_report(tmp, report, opts.get("extra_files"))
     return report
 
 

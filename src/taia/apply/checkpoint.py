@@ -8,6 +8,7 @@ Never more than one tensor pair in memory. Exercised by `taia apply --base B --f
 from __future__ import annotations
 
 import shutil
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +41,7 @@ def apply_checkpoint(
     overwrite: bool = False,
     allow_pickle: bool = False,
     trust_remote_code: bool = False,
+    extra_files: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """Write the TAIA checkpoint for (base, finetuned) under `spec` to `out`; returns the report."""
     out = Path(out)
@@ -67,7 +69,7 @@ def apply_checkpoint(
             summarize(plan, {n: r.numel for n, r in ft.refs.items()}),
             base_only_tensors=sorted(set(bs.refs) - set(ft.refs)),
         )
-        write_report(tmp, report)
+        write_report(tmp, report, extra_files)
     return report
 
 

@@ -71,5 +71,5 @@ def apply_adapter_merged(
             if (base_dir / name).is_file():
                 shutil.copy2(base_dir / name, tmp / name)
         report = adapter_report(base, resolve_dir(adapter), spec, fa, "merged")
-        write_report(tmp, report)
+        write_report(tmp, report, opts.get("extra_files"))
     return report
