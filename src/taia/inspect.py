@@ -22,7 +22,7 @@ from taia.apply.adapter import LoraModule, group_modules
 from taia.classify import GROUPS, ModelMap, ParamInfo, model_map
 from taia.config import InspectConfig
 from taia.io.checkpoint import Checkpoint, open_checkpoint
-from taia.io.hf import load_adapter, resolve_dir
+from taia.io.hf import CONFIG_ONLY, load_adapter, resolve_dir
 
 Key = tuple[int | None, str]  # (layer, group)
 
@@ -42,7 +42,7 @@ def inspect(cfg: InspectConfig) -> dict[str, Any]:
     """The inspect table as data: one row per (layer, group) with params and, if any, rel_update."""
     path = cfg.model or cfg.base
     assert path is not None
-    root = resolve_dir(path)
+    root = resolve_dir(path, allow_patterns=CONFIG_ONLY if cfg.model else None)  # counts need no weights
     mm = model_map(root, trust_remote_code=cfg.trust_remote_code)
     cells: dict[Key, Cell] = defaultdict(Cell)
     for name, shape in mm.shapes.items():

