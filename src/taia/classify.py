@@ -21,6 +21,8 @@ from typing import Any, Literal, get_args
 import torch
 from torch import nn
 
+from taia.errors import TaiaError
+
 Group = Literal["attn", "ffn", "experts", "router", "norm", "embed", "head", "other"]
 GROUPS: tuple[Group, ...] = get_args(Group)
 
@@ -123,8 +125,6 @@ def _find_layers(model: nn.Module, num_layers: int | None) -> tuple[str, nn.Modu
         if best is None or len(module) > len(best[1]):
             best = (path, module)
     if best is None:
-        from taia.errors import TaiaError
-
         raise TaiaError(f"cannot find the decoder-layer stack in {type(model).__name__}")
     return best
 
@@ -176,10 +176,11 @@ def _walk_outside(model: nn.Module, layers_path: str, out: dict[str, ParamInfo])
     for path, module in model.named_modules():
         if path == layers_path or path.startswith(layers_path + "."):
             continue
+        role = _role(module, path.rsplit(".", 1)[-1])
         if head is not None and module is head:
             out[path] = ParamInfo("head")
-        elif _role(module, path.rsplit(".", 1)[-1]) in ("embed", "norm"):
-            out[path] = ParamInfo(_as_group(_role(module, path.rsplit(".", 1)[-1])))
+        elif role in ("embed", "norm"):
+            out[path] = ParamInfo(_as_group(role))
         elif path and path not in out:
             parent = out.get(path.rsplit(".", 1)[0]) if "." in path else None
             out[path] = parent if parent and parent.group != "other" else ParamInfo("other")
