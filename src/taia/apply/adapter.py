@@ -7,7 +7,6 @@ that PEFT and vLLM load as-is. Exercised by `taia apply --base B --adapter A --o
 from __future__ import annotations
 
 import json
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,7 +17,7 @@ from safetensors.torch import save_file
 from taia.classify import ModelMap, model_map
 from taia.errors import TaiaError
 from taia.io.atomic import atomic_dir, check_output
-from taia.io.hf import ADAPTER_CONFIG, ADAPTER_SAFE, AUX_FILES, CONFIG_ONLY, load_adapter, resolve_dir
+from taia.io.hf import ADAPTER_CONFIG, ADAPTER_SAFE, CONFIG_ONLY, copy_aux, load_adapter, resolve_dir
 from taia.plan import Decision, make_plan, summarize
 from taia.report import build_report, describe_input, write_report
 from taia.spec import TaiaSpec
@@ -196,9 +195,7 @@ def apply_adapter(
     with atomic_dir(out, overwrite) as tmp:
         save_file(fa.tensors, str(tmp / ADAPTER_SAFE), metadata={"format": "pt"})
         (tmp / ADAPTER_CONFIG).write_text(json.dumps(fa.config, indent=2) + "\n")
-        for name in AUX_FILES:
-            if (fa.adapter_dir / name).is_file():
-                shutil.copy2(fa.adapter_dir / name, tmp / name)
+        copy_aux(fa.adapter_dir, tmp)
         report = adapter_report(spec, fa, "adapter")
         write_report(tmp, report, opts.get("extra_files"))
     return report

@@ -7,7 +7,6 @@ Never more than one tensor pair in memory. Exercised by `taia apply --base B --f
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -27,7 +26,7 @@ from taia.io.checkpoint import (
     write_index,
     write_shard,
 )
-from taia.io.hf import AUX_FILES, load_config, resolve_dir
+from taia.io.hf import copy_aux, load_config, resolve_dir
 from taia.plan import Decision, make_plan, summarize
 from taia.report import build_report, describe_input, write_report
 from taia.spec import TaiaSpec
@@ -55,10 +54,9 @@ def apply_checkpoint(
     with atomic_dir(out, overwrite) as tmp:
         _write_shards(tmp, plan, ft, bs)
         if (ft_dir / SAFE_INDEX).is_file() or len(ft.shards) > 1:
-            sizes = {n: ft.refs[n].end - ft.refs[n].start for n in ft.refs}
             weight_map = {n: shard for shard, names in ft.shards.items() for n in names}
-            write_index(tmp, weight_map, sum(sizes.values()))
-        _copy_aux(ft_dir, tmp)
+            write_index(tmp, weight_map, sum(r.end - r.start for r in ft.refs.values()))
+        copy_aux(ft_dir, tmp)  # config, generation config, tokenizer, chat template
         report = build_report(
             "full-checkpoint",
             {
@@ -121,10 +119,3 @@ def interpolate(base: torch.Tensor, finetuned: torch.Tensor, lam: float, name: s
     if out.is_floating_point() and not torch.isfinite(out).all():
         raise TaiaError(f"λ={lam:g} produced NaN/Inf in {name}")
     return out
-
-
-def _copy_aux(src: Path, dst: Path) -> None:
-    """Config, generation config, tokenizer and chat template travel with the weights."""
-    for name in AUX_FILES:
-        if (src / name).is_file():
-            shutil.copy2(src / name, dst / name)

@@ -6,7 +6,6 @@ Exercised by `taia apply --base B --adapter A --out O --format merged`.
 from __future__ import annotations
 
 import json
-import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -19,12 +18,12 @@ from taia.apply.adapter import adapter_report, filter_adapter
 from taia.errors import TaiaError
 from taia.io.atomic import atomic_dir, check_output
 from taia.io.checkpoint import open_checkpoint
-from taia.io.hf import ADAPTER_CONFIG, ADAPTER_SAFE, AUX_FILES, resolve_dir
+from taia.io.hf import ADAPTER_CONFIG, ADAPTER_SAFE, copy_aux, resolve_dir
 from taia.report import write_report
 from taia.spec import TaiaSpec
 
 # save_pretrained writes these itself (from the loaded model); the rest come from the base dir.
-_WRITTEN_BY_SAVE = {"config.json", "generation_config.json"}
+_WRITTEN_BY_SAVE = frozenset({"config.json", "generation_config.json"})
 
 
 def load_causal_lm(path: Path, trust_remote_code: bool = False) -> nn.Module:
@@ -67,9 +66,7 @@ def apply_adapter_merged(
         raise TaiaError(f"merging produced NaN/Inf in {len(bad)} tensor(s), e.g. {bad[0]}")
     with atomic_dir(out, overwrite) as tmp:
         model.save_pretrained(str(tmp), max_shard_size=max_shard_size)  # type: ignore[operator]
-        for name in set(AUX_FILES) - _WRITTEN_BY_SAVE:
-            if (base_dir / name).is_file():
-                shutil.copy2(base_dir / name, tmp / name)
+        copy_aux(base_dir, tmp, skip=_WRITTEN_BY_SAVE)
         report = adapter_report(spec, fa, "merged")
         write_report(tmp, report, opts.get("extra_files"))
     return report

@@ -7,6 +7,7 @@ Local paths always work offline; hub ids go through huggingface_hub as usual. Ex
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,13 @@ AUX_FILES = (
     "special_tokens_map.json", "tokenizer.model", "vocab.json", "merges.txt", "added_tokens.json",
     "chat_template.jinja", "chat_template.json",
 )  # fmt: skip
+
+
+def copy_aux(src: Path, dst: Path, skip: frozenset[str] = frozenset()) -> None:
+    """Copy the config / tokenizer / chat-template files that exist in `src` (minus `skip`) to `dst`."""
+    for name in AUX_FILES:
+        if name not in skip and (src / name).is_file():
+            shutil.copy2(src / name, dst / name)
 
 
 def resolve_dir(path_or_id: str | Path, allow_patterns: list[str] | None = None) -> Path:
