@@ -1,23 +1,27 @@
 """The transformers backend: batched greedy generation and log-likelihood scoring on a model in memory.
 
 Generation sorts prompts by length (longest first, so memory trouble shows at once and batches pad
-little), left-pads, decodes greedily and cuts at stop strings. Scoring batches (context, continuation)
-pairs right-padded and sums the continuation's token log-probs; a shared context is scored once when all
-continuations are single tokens (option letters). Exercised by `taia eval --backend hf`.
+little), left-pads, decodes greedily, drops finished rows from the batch every few tokens and cuts the
+text at the first stop string. Scoring runs each distinct context once
+(left-padded batch) and every continuation of it from a copy of its KV cache, summing the
+continuation's token log-probs. Exercised by `taia eval --backend hf`.
 """
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from tqdm.auto import tqdm
 
+T = TypeVar("T")
 
-def _batches(order: list[int], size: int) -> Iterator[list[int]]:
-    for i in range(0, len(order), size):
-        yield order[i : i + size]
+
+def _batches(items: list[T], size: int) -> Iterator[list[T]]:
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
 
 
 class HFBackend:
@@ -25,10 +29,11 @@ class HFBackend:
 
     name = "hf"
 
-    def __init__(self, model: Any, tokenizer: Any, batch_size: int = 16) -> None:
+    def __init__(self, model: Any, tokenizer: Any, batch_size: int = 16, segment: int = 16) -> None:
         self.model = model
         self.tokenizer = tokenizer
         self.batch_size = batch_size
+        self.segment = segment  # generated tokens between drops of finished rows
         if tokenizer.pad_token_id is None:  # batching needs a pad id; never attended to
             tokenizer.pad_token = tokenizer.eos_token
 
@@ -59,59 +64,76 @@ class HFBackend:
         return outputs
 
     def _generate_batch(self, ids: list[list[int]], max_new_tokens: int, stop: Sequence[str]) -> list[str]:
-        width = max(len(x) for x in ids)
+        rows = self._generate_ids(ids, max_new_tokens, stop)
+        texts = self.tokenizer.batch_decode(rows, skip_special_tokens=True)
+        return [_cut(t, stop) for t in texts]
+
+    def _generate_ids(
+        self, ids: list[list[int]], max_new_tokens: int, stop: Sequence[str]
+    ) -> list[list[int]]:
+        """Greedy new token ids per prompt, up to and including the first EOS. Every `segment` tokens the
+        rows that finished (EOS, or a stop string in their decoded text, which the caller cuts at) leave
+        the batch with their KV cache rows: `generate` would go on computing them until the batch's longest
+        row ends, which on CPU (compute-bound) is about half of all the work on GSM8K-length answers."""
         pad = self.tokenizer.pad_token_id
+        width = max(len(x) for x in ids)
         input_ids = torch.tensor([[pad] * (width - len(x)) + x for x in ids], device=self.device)
         mask = torch.tensor([[0] * (width - len(x)) + [1] * len(x) for x in ids], device=self.device)
-        extra: dict[str, Any] = {"stop_strings": list(stop), "tokenizer": self.tokenizer} if stop else {}
-        out = self.model.generate(
-            input_ids=input_ids,
-            attention_mask=mask,
-            max_new_tokens=max_new_tokens,
-            do_sample=False,
-            pad_token_id=pad,
-            **extra,
-        )
-        texts = self.tokenizer.batch_decode(out[:, width:], skip_special_tokens=True)
-        return [_cut(t, stop) for t in texts]
+        eos = self._eos_ids()
+        new: list[list[int]] = [[] for _ in ids]
+        active, cache, done = list(range(len(ids))), None, 0
+        while active and done < max_new_tokens:
+            steps = min(self.segment, max_new_tokens - done)
+            out = self.model.generate(
+                input_ids=input_ids,
+                attention_mask=mask,
+                past_key_values=cache,
+                max_new_tokens=steps,
+                do_sample=False,
+                pad_token_id=pad,
+                return_dict_in_generate=True,
+            )
+            fresh = out.sequences[:, input_ids.shape[1] :]
+            keep = []
+            for row, i in enumerate(active):
+                new[i] += fresh[row].tolist()
+                text = self.tokenizer.decode(new[i], skip_special_tokens=True) if stop else ""
+                if not (eos & set(new[i]) or any(s in text for s in stop)):
+                    keep.append(row)
+            done += fresh.shape[1]
+            if not keep or fresh.shape[1] < steps:  # generate stops early only when every row is done
+                break
+            cache = out.past_key_values
+            if len(keep) < len(active):
+                cache.batch_select_indices(torch.tensor(keep, device=self.device))
+            ones = torch.ones(mask.shape[0], fresh.shape[1], dtype=mask.dtype, device=self.device)
+            input_ids, mask = out.sequences[keep], torch.cat([mask, ones], dim=1)[keep]
+            active = [active[r] for r in keep]
+        return [_until(row, eos) for row in new]
+
+    def _eos_ids(self) -> set[int]:
+        eos = getattr(getattr(self.model, "generation_config", None), "eos_token_id", None)
+        ids = set(eos if isinstance(eos, list) else [] if eos is None else [eos])
+        return ids or {self.tokenizer.eos_token_id}
 
     @torch.inference_mode()
     def loglikelihood(self, pairs: Sequence[tuple[str, str]], desc: str = "score") -> list[tuple[float, int]]:
         """(sum of log p(continuation | context), number of continuation tokens) per pair."""
         tokens = [self._split(c, x) for c, x in pairs]
+        # The options of a question share its context: each distinct context runs once and its
+        # continuations start from a copy of its KV cache, so an n-option question costs about one
+        # context forward instead of n (the context is most of the tokens in MC cloze scoring).
+        groups: dict[tuple[int, ...], list[int]] = {}
+        for i, (ctx, _) in enumerate(tokens):
+            groups.setdefault(tuple(ctx), []).append(i)
+        contexts = sorted(groups, key=len, reverse=True)
         out: list[tuple[float, int]] = [(0.0, 0)] * len(pairs)
-        single = [i for i, (_, x) in enumerate(tokens) if len(x) == 1]
-        # Option letters: one forward per distinct context, reading only its last position's logits.
-        wanted: dict[tuple[int, ...], set[int]] = {}
-        for i in single:
-            wanted.setdefault(tuple(tokens[i][0]), set()).add(tokens[i][1][0])
-        table = self._next_token_logprobs(wanted, desc)
-        for i in single:
-            out[i] = (table[tuple(tokens[i][0])][tokens[i][1][0]], 1)
-        multi = sorted(set(range(len(pairs))) - set(single), key=lambda i: -sum(map(len, tokens[i])))
-        for idx in tqdm(list(_batches(multi, self.batch_size)), desc=desc, leave=False):
-            for i, score in zip(idx, self._score_batch([tokens[i] for i in idx]), strict=True):
+        for batch in tqdm(list(_batches(contexts, self.batch_size)), desc=desc, leave=False):
+            members = [(row, i) for row, ctx in enumerate(batch) for i in groups[ctx]]
+            scores = self._score_contexts(batch, [(row, tokens[i][1]) for row, i in members])
+            for (_, i), score in zip(members, scores, strict=True):
                 out[i] = score
         return out
-
-    def _next_token_logprobs(
-        self, wanted: dict[tuple[int, ...], set[int]], desc: str
-    ) -> dict[tuple[int, ...], dict[int, float]]:
-        contexts = sorted(wanted, key=len, reverse=True)
-        table: dict[tuple[int, ...], dict[int, float]] = {}
-        for batch in tqdm(
-            list(_batches(list(range(len(contexts))), self.batch_size)), desc=desc, leave=False
-        ):
-            ids = [list(contexts[i]) for i in batch]
-            width = max(len(x) for x in ids)
-            pad = self.tokenizer.pad_token_id
-            input_ids = torch.tensor([[pad] * (width - len(x)) + x for x in ids], device=self.device)
-            mask = torch.tensor([[0] * (width - len(x)) + [1] * len(x) for x in ids], device=self.device)
-            logits = self.model(input_ids=input_ids, attention_mask=mask, logits_to_keep=1).logits[:, -1]
-            logprobs = torch.log_softmax(logits.float(), dim=-1)
-            for row, i in enumerate(batch):
-                table[contexts[i]] = {t: float(logprobs[row, t]) for t in wanted[contexts[i]]}
-        return table
 
     def _split(self, context: str, continuation: str) -> tuple[list[int], list[int]]:
         """Context and continuation token ids, split where the joint encoding leaves the context's."""
@@ -124,21 +146,65 @@ class HFBackend:
             cut -= 1  # an empty continuation scores nothing; keep at least one token
         return whole[:cut], whole[cut:]
 
-    def _score_batch(self, items: list[tuple[list[int], list[int]]]) -> list[tuple[float, int]]:
-        seqs = [c + x for c, x in items]
-        width = max(len(s) for s in seqs)
+    def _score_contexts(
+        self, contexts: list[tuple[int, ...]], conts: list[tuple[int, list[int]]]
+    ) -> list[tuple[float, int]]:
+        """Scores of continuations `(row of its context in contexts, ids)` after one batched forward
+        of the distinct `contexts`."""
         pad = self.tokenizer.pad_token_id
-        input_ids = torch.tensor([s + [pad] * (width - len(s)) for s in seqs], device=self.device)
-        mask = torch.tensor([[1] * len(s) + [0] * (width - len(s)) for s in seqs], device=self.device)
-        logits = self.model(input_ids=input_ids, attention_mask=mask).logits
-        scores = []
-        for row, (ctx, cont) in enumerate(items):
-            # Only the continuation's positions go through log_softmax: a full batch × length × vocab
-            # float copy would dwarf the model on CPU.
-            rows = torch.log_softmax(logits[row, len(ctx) - 1 : len(ctx) + len(cont) - 1].float(), dim=-1)
-            targets = torch.tensor(cont, device=self.device)
-            scores.append((float(rows.gather(1, targets[:, None]).sum()), len(cont)))
+        width = max(len(c) for c in contexts)
+        input_ids = torch.tensor([[pad] * (width - len(c)) + list(c) for c in contexts], device=self.device)
+        mask = torch.tensor([[0] * (width - len(c)) + [1] * len(c) for c in contexts], device=self.device)
+        out = self.model(
+            input_ids=input_ids,
+            attention_mask=mask,
+            position_ids=_positions(mask),
+            use_cache=True,
+            logits_to_keep=1,
+        )
+        first = torch.log_softmax(out.logits[:, -1].float(), dim=-1)  # log p(first continuation token)
+        scores: list[tuple[float, int]] = []
+        for chunk in _batches(conts, self.batch_size):
+            rows = torch.tensor([r for r, _ in chunk], device=self.device)
+            ids = [x for _, x in chunk]
+            total = first[rows, torch.tensor([x[0] for x in ids], device=self.device)]
+            if max(map(len, ids)) > 1:
+                total = total + self._rest(out.past_key_values, mask, rows, ids)
+            scores += [(float(s), len(x)) for s, x in zip(total.tolist(), ids, strict=True)]
         return scores
+
+    def _rest(
+        self, cache: Any, ctx_mask: torch.Tensor, rows: torch.Tensor, conts: list[list[int]]
+    ) -> torch.Tensor:
+        """Per continuation, sum of log p(x[j] | context, x[:j]) for j ≥ 1, run on a copy of the
+        contexts' cache expanded to one row per continuation (right-padded; pads are masked out)."""
+        cache = copy.deepcopy(cache)  # the forward appends to it; other chunks need it unchanged
+        cache.reorder_cache(rows)
+        width = max(map(len, conts))
+        pad = self.tokenizer.pad_token_id
+        ids = torch.tensor([x + [pad] * (width - len(x)) for x in conts], device=self.device)
+        cont_mask = torch.tensor([[1] * len(x) + [0] * (width - len(x)) for x in conts], device=self.device)
+        mask = torch.cat([ctx_mask[rows], cont_mask], dim=1)[:, :-1]
+        logits = self.model(
+            input_ids=ids[:, :-1],
+            attention_mask=mask,
+            position_ids=_positions(mask)[:, -(width - 1) :],
+            past_key_values=cache,
+            use_cache=True,
+        ).logits
+        logprobs = torch.log_softmax(logits.float(), dim=-1).gather(2, ids[:, 1:, None]).squeeze(2)
+        return (logprobs * cont_mask[:, 1:]).sum(1)
+
+
+def _positions(mask: torch.Tensor) -> torch.Tensor:
+    """Position ids that skip left padding: models with absolute positions (GPT-2) need them, and
+    rotary models get the same numbers as an unpadded run."""
+    return (mask.cumsum(1) - 1).clamp(min=0)
+
+
+def _until(row: list[int], eos: set[int]) -> list[int]:
+    """The ids up to and including the first EOS (what follows it is padding)."""
+    return next((row[: i + 1] for i, t in enumerate(row) if t in eos), row)
 
 
 def _cut(text: str, stop: Sequence[str]) -> str:
