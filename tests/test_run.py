@@ -52,6 +52,15 @@ def test_run_end_to_end_then_cached_then_eval_only(tmp_path, chat_model, monkeyp
     rows = json.loads((out / "report.json").read_text())["rows"]
     assert {(r["task"], r["variant"]) for r in rows} == {(t, v) for t in ("gsm8k", "csqa") for v in VARIANTS}
     assert all(r["score"] == results[r["variant"]][r["task"]]["score"] for r in rows)
+    stages = [json.loads(x)["stage"] for x in (out / "timings.jsonl").read_text().splitlines()]
+    assert stages == ["train", "inspect", "eval"]
+    answered = [json.loads(x) for x in (out / "eval" / "timings.jsonl").read_text().splitlines()]
+    assert [(r["variant"], r.get("task")) for r in answered] == [("load", None)] + [
+        (v, t) for v in VARIANTS for t in ("gsm8k", "csqa")
+    ]
+    seconds = json.loads((out / "eval" / "results.json").read_text())["run"]["seconds"]
+    assert set(seconds) == {"load", *VARIANTS} and all(s > 0 for s in seconds.values())
+    assert "wall time: train " in (out / "report.md").read_text()
 
     from taia.eval import runner
     from taia.train import trainer

@@ -22,10 +22,12 @@ from taia.eval.task import LETTERS, Sample, Task
 from taia.eval.tasks import get_task, load_samples
 from taia.eval.variants import resolve_specs
 from taia.io.rows import data_root
+from taia.io.timings import sum_seconds, timed
 from taia.report import versions
 
 CONFIG = "eval_config.yaml"
 RESULTS = "results.json"
+TIMINGS = "timings.jsonl"  # one line per load and per variant × task answered, across resumes
 _CHUNK = 64  # scoring requests per write: bounds the work an interruption can lose
 
 
@@ -96,14 +98,17 @@ def _check_out(cfg: EvalConfig, out: Path) -> None:
 def _answer(cfg: EvalConfig, tasks: dict[str, Task], todo: dict, logs: dict, specs: dict) -> None:
     from taia.eval.backends import make_backend
 
-    backend, variants = make_backend(cfg, specs)
+    log = Path(cfg.out) / TIMINGS
+    with timed(log, variant="load"):
+        backend, variants = make_backend(cfg, specs)
     for v in specs:
         if not any(todo[v, t] for t in tasks):
             continue
         variants.switch(v)
         for t, task in tasks.items():
             if todo[v, t]:
-                run_task(backend, task, todo[v, t], cfg, logs[v, t], desc=f"{v}/{t}")
+                with timed(log, variant=v, task=t, answered=len(todo[v, t])):
+                    run_task(backend, task, todo[v, t], cfg, logs[v, t], desc=f"{v}/{t}")
 
 
 def run_task(
@@ -164,6 +169,7 @@ def _run_info(cfg: EvalConfig, specs: dict) -> dict[str, Any]:
         "config": cfg.model_dump(mode="json"),
         "specs": {k: s.model_dump(mode="json", by_alias=True) for k, s in specs.items()},
         "git_sha": _git_sha(),
+        "seconds": sum_seconds(Path(cfg.out) / TIMINGS, "variant"),
         "versions": versions(("trl", "datasets", "math_verify")),
     }
 

@@ -5,6 +5,7 @@
     RUN/inspect.json      `taia inspect --json` of the fine-tune against the base (update norms per layer)
     RUN/eval/             `taia eval` output (per-sample JSONL, results.json)
     RUN/report.md, report.csv, report.json, report.html, plots/
+    RUN/timings.jsonl     wall seconds of each stage of each invocation (a skipped stage takes ~0 s)
 
 A finished train stage whose saved config equals the current one is not run again; an interrupted one
 resumes from its last checkpoint; a changed one starts over and invalidates inspect and eval. Eval
@@ -22,10 +23,12 @@ from typing import Any
 import yaml
 
 from taia.config import config_yaml
+from taia.io.timings import timed
 from taia.run.experiment import ExperimentConfig
 
 EXPERIMENT = "experiment.yaml"
 INSPECT = "inspect.json"
+TIMINGS = "timings.jsonl"
 
 
 def run(cfg: ExperimentConfig) -> dict[str, Any]:
@@ -36,13 +39,16 @@ def run(cfg: ExperimentConfig) -> dict[str, Any]:
     out = cfg.run_dir
     out.mkdir(parents=True, exist_ok=True)
     (out / EXPERIMENT).write_text(config_yaml(cfg))
-    retrained = train_stage(cfg)
+    with timed(out / TIMINGS, stage="train"):
+        retrained = train_stage(cfg)
     if retrained:
         (out / INSPECT).unlink(missing_ok=True)  # both measured the previous fine-tune
         shutil.rmtree(out / "eval", ignore_errors=True)
-    inspect_stage(cfg)
+    with timed(out / TIMINGS, stage="inspect"):
+        inspect_stage(cfg)
     print(f"taia run: evaluating into {out / 'eval'}")
-    results = evaluate(_fresh_if_changed(cfg))
+    with timed(out / TIMINGS, stage="eval"):
+        results = evaluate(_fresh_if_changed(cfg))
     paths = write_report(out, html=cfg.report_html)
     print(f"taia run: report in {paths['md']}")
     return {"report": {k: str(p) for k, p in paths.items()}, "results": results["results"]}
