@@ -92,3 +92,18 @@ def test_bootstrap_ci_macro_is_stratified() -> None:
     assert (low, high) == pytest.approx(((1 + mixed_low) / 2, (1 + mixed_high) / 2))
     assert bootstrap_ci_macro({"x": [0.2, 0.2], "y": [0.6]}) == pytest.approx((0.4, 0.4))
     assert all(math.isnan(x) for x in bootstrap_ci_macro({"empty": []}))
+
+
+def test_macro_tasks_fall_back_to_micro_when_subsets_are_small():
+    """A stratified bootstrap gives a one-sample subset no variance: under --limit, MMLU's 57 subjects hold
+    a few samples each, so its CI would be far too narrow. Below MIN_PER_SUBSET the task is scored micro."""
+    from taia.eval.results import MIN_PER_SUBSET, summarize
+    from taia.eval.task import Task
+
+    task = Task("mmlu", "mc", "", 1, aggregate="macro")
+    few = [{"subset": f"s{i}", "correct": i % 3 == 0, "output": "A"} for i in range(40)]
+    small = summarize(task, few)
+    assert small["aggregate"] == "micro" and small["score"] == sum(r["correct"] for r in few) / 40
+    assert small["ci95"][1] - small["ci95"][0] > 0.2  # an honest width for n = 40
+    many = [{"subset": f"s{i % 2}", "correct": i % 3 == 0, "output": "A"} for i in range(2 * MIN_PER_SUBSET)]
+    assert summarize(task, many)["aggregate"] == "macro"

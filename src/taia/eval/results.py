@@ -5,6 +5,7 @@
     OUT/results.json                     accuracy (ASR for AdvBench) with a 95 % bootstrap CI per
                                          variant × task, per-subset accuracies, run info
     OUT/eval_config.yaml                 the resolved config
+    OUT/timings.jsonl                    wall seconds of the model load and of each variant × task
 
 A re-run reads the JSONL files and skips the ids already there; a line cut short by a crash is dropped,
 so an interrupted run loses at most the batch in flight and never duplicates a sample.
@@ -21,6 +22,8 @@ from typing import Any
 
 from taia.eval.metrics import bootstrap_ci, bootstrap_ci_macro, macro_mean
 from taia.eval.task import Task
+
+MIN_PER_SUBSET = 10  # samples every subset needs before a task is averaged (and bootstrapped) per subset
 
 
 class SampleLog:
@@ -65,7 +68,10 @@ def summarize(task: Task, rows: list[dict[str, Any]], seed: int = 0) -> dict[str
     by_subset: dict[str, list[float]] = defaultdict(list)
     for r in rows:
         by_subset[r.get("subset") or ""].append(float(r["correct"]))
+    # A stratified bootstrap gives a subset of one or two samples (MMLU's 57 subjects under --limit) no
+    # variance at all, so such a macro CI would be far too narrow: below MIN_PER_SUBSET, report micro.
     macro = task.aggregate == "macro" and len(by_subset) > 1
+    macro = macro and min(map(len, by_subset.values())) >= MIN_PER_SUBSET
     score = macro_mean(by_subset) if macro else (sum(values) / len(values) if values else float("nan"))
     lo, hi = bootstrap_ci_macro(by_subset, seed=seed) if macro else bootstrap_ci(values, seed=seed)
     out: dict[str, Any] = {
