@@ -6,7 +6,9 @@ One process, SmolLM2-135M-Instruct (taia's embedded default), fp32 on CPU.
    `taia eval --limit` picks them) in the paper protocol (`chat(tok, question + "\\n" + PAPER_ANSWER)`),
    greedy, `--max-new-tokens`. Baseline, the reference implementation's way: a Python loop calling
    `model.generate` on one prompt at a time (batch 1, no padding). taia: `HFBackend(model, tok, B).generate`
-   (length-sorted, left-padded batches) for each B in `--batch-sizes`. Both sides time tokenizing,
+   (length-sorted, left-padded batches; rows that finished leave the batch every `--segment` tokens) for
+   each B in `--batch-sizes`, and the largest B once more as one `generate` call per batch (the same
+   backend without dropping finished rows). Both sides time tokenizing,
    generating and decoding. Generated tokens = per sample, the tokens up to and including the first EOS
    (all of them when there is none), counted the same way on both sides (rows that stop early are not
    counted as `max_new_tokens`; the pad/EOS filler after a batched row's EOS is not counted).
@@ -29,6 +31,7 @@ other), so numbers taken while others > ~0.1 core are not comparable. `--wait-qu
 seconds for a quiet machine before each part.
 
     python benchmarks/eval_throughput.py [--prompts 64] [--max-new-tokens 128] [--batch-sizes 16,32,64]
+        [--segment 16]
         [--variant-workload csqa|gsm8k] [--variant-items 32] [--variant-new-tokens 32] [--rounds 2]
         [--threads N] [--wait-quiet 600] [--json PATH]
 """
@@ -142,36 +145,49 @@ def batch1_loop(
 
 
 class Recording:
-    """A model stand-in for HFBackend that keeps each `generate` call's (prompt width, output ids)."""
+    """A model stand-in for HFBackend that counts the row-steps its `generate` calls compute."""
 
     def __init__(self, model: Any) -> None:
         self.model = model
-        self.calls: list[tuple[int, torch.Tensor]] = []
+        self.generation_config = model.generation_config
+        self.row_steps = 0
 
     def parameters(self) -> Any:
         return self.model.parameters()
 
-    def generate(self, **kwargs: Any) -> torch.Tensor:
+    def generate(self, **kwargs: Any) -> Any:
         out = self.model.generate(**kwargs)
-        self.calls.append((kwargs["input_ids"].shape[1], out))
+        seqs = out.sequences if hasattr(out, "sequences") else out
+        self.row_steps += seqs.shape[0] * (seqs.shape[1] - kwargs["input_ids"].shape[1])
         return out
 
 
+class Keeping(HFBackend):
+    """HFBackend that also keeps each batch's new token ids (up to and including EOS)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.batches: list[list[list[int]]] = []
+
+    def _generate_ids(self, ids: list[list[int]], max_new_tokens: int, stop: Any) -> list[list[int]]:
+        rows = super()._generate_ids(ids, max_new_tokens, stop)
+        self.batches.append(rows)
+        return rows
+
+
 def batched(
-    model: Any, tokenizer: Any, prompts: list[str], max_new_tokens: int, batch_size: int, eos: set[int]
+    model: Any, tokenizer: Any, prompts: list[str], max_new_tokens: int, batch_size: int, segment: int
 ) -> tuple[list[list[int]], list[str], int]:
     """HFBackend.generate; per prompt the counted ids and the text, and the row-steps computed in all."""
     rec = Recording(model)
     order: list[list[int]] = []
-    backend = HFBackend(rec, tokenizer, batch_size=batch_size)
+    backend = Keeping(rec, tokenizer, batch_size=batch_size, segment=segment)
     texts = backend.generate(prompts, max_new_tokens, on_batch=lambda idx, _: order.append(idx))
     rows: list[list[int]] = [[] for _ in prompts]
-    computed = 0
-    for idx, (width, out) in zip(order, rec.calls, strict=True):
-        computed += out.shape[0] * (out.shape[1] - width)
-        for i, gen in zip(idx, out[:, width:].tolist(), strict=True):
-            rows[i] = until_eos(gen, eos)
-    return rows, texts, computed
+    for idx, batch in zip(order, backend.batches, strict=True):
+        for i, row in zip(idx, batch, strict=True):
+            rows[i] = row
+    return rows, texts, rec.row_steps
 
 
 def first_divergence(a: list[int], b: list[int]) -> int | None:
@@ -186,7 +202,7 @@ def bench_generation(
 ) -> dict[str, Any]:
     # Untimed warm-up of both paths (first-call allocations, lazy imports).
     batch1_loop(model, tokenizer, prompts[:1], 4, eos)
-    batched(model, tokenizer, prompts[:4], 4, 4, eos)
+    batched(model, tokenizer, prompts[:4], 4, 4, args.segment)
 
     waited = wait_for_quiet(args.wait_quiet)
     print(f"[gen] batch-1 loop over {len(prompts)} prompts (waited {waited:.0f} s for quiet)", flush=True)
@@ -206,17 +222,22 @@ def bench_generation(
         }
     ]
     print(f"    {c.seconds:.1f} s, {ref_tokens} tokens, {ref_tokens / c.seconds:.2f} tok/s", flush=True)
-    for bs in args.batch_sizes:
+    # Each batch size with finished rows dropped every `segment` tokens (taia's default), then the
+    # largest one as a single `generate` call per batch (finished rows computed to the end).
+    plan = [(bs, args.segment) for bs in args.batch_sizes] + [(max(args.batch_sizes), args.max_new_tokens)]
+    for bs, segment in plan:
+        label = f"batch {bs}" + (", rows dropped" if segment < args.max_new_tokens else ", one generate call")
         waited = wait_for_quiet(args.wait_quiet)
-        print(f"[gen] HFBackend batch_size={bs} (waited {waited:.0f} s for quiet)", flush=True)
+        print(f"[gen] HFBackend {label} (waited {waited:.0f} s for quiet)", flush=True)
         with Clock() as c:
-            rows, texts, computed = batched(model, tokenizer, prompts, args.max_new_tokens, bs, eos)
+            rows, texts, computed = batched(model, tokenizer, prompts, args.max_new_tokens, bs, segment)
         tokens = sum(map(len, rows))
         diverge = [first_divergence(a, b) for a, b in zip(rows, ref_rows, strict=True)]
         at = [d for d in diverge if d is not None]
         run = {
-            "method": f"HFBackend batch {bs}",
+            "method": f"HFBackend {label}",
             "batch_size": bs,
+            "segment": segment,
             "seconds": c.seconds,
             "others_cores": c.others,
             "tokens": tokens,
@@ -438,6 +459,7 @@ def main() -> None:
     ap.add_argument("--prompts", type=int, default=64, help="GSM8K prompts for the generation part")
     ap.add_argument("--max-new-tokens", type=int, default=128)
     ap.add_argument("--batch-sizes", default="16,32,64", help="HFBackend batch sizes, comma-separated")
+    ap.add_argument("--segment", type=int, default=16, help="tokens between drops of finished rows")
     ap.add_argument("--variant-workload", choices=["csqa", "gsm8k"], default="csqa")
     ap.add_argument("--variant-items", type=int, default=32, help="questions / prompts per variant")
     ap.add_argument("--variant-new-tokens", type=int, default=32, help="gsm8k workload: tokens per prompt")
