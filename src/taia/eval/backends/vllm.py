@@ -92,6 +92,19 @@ def make_vllm(
             raise TaiaError(f"variant {name!r} needs a fine-tune: give --adapter")
         apply_adapter(model_dir, adapter, tmp / name, spec)
         requests[name] = LoRARequest(name, i, str(tmp / name))
-    llm = LLM(model=str(model_dir), enable_lora=adapter is not None, seed=cfg.seed, max_loras=1)
+    lora = {"max_loras": 1, "max_lora_rank": lora_rank(adapter)} if adapter is not None else {}
+    llm = LLM(model=str(model_dir), enable_lora=adapter is not None, seed=cfg.seed, **lora)
     variants = VLLMVariants(requests)
     return VLLMBackend(llm, tokenizer, variants), variants
+
+
+_VLLM_RANKS = (8, 16, 32, 64, 128, 256, 320, 512)  # the max_lora_rank values vLLM's LoRAConfig accepts
+
+
+def lora_rank(adapter: Path) -> int:
+    """The smallest rank vLLM accepts that holds the adapter's largest LoRA rank (r and rank_pattern)."""
+    import json
+
+    cfg = json.loads((adapter / "adapter_config.json").read_text())
+    rank = max([int(cfg.get("r") or 8), *map(int, (cfg.get("rank_pattern") or {}).values())])
+    return next((r for r in _VLLM_RANKS if r >= rank), rank)
