@@ -107,3 +107,20 @@ def test_macro_tasks_fall_back_to_micro_when_subsets_are_small():
     assert small["ci95"][1] - small["ci95"][0] > 0.2  # an honest width for n = 40
     many = [{"subset": f"s{i % 2}", "correct": i % 3 == 0, "output": "A"} for i in range(2 * MIN_PER_SUBSET)]
     assert summarize(task, many)["aggregate"] == "macro"
+
+
+def test_paired_delta_is_taken_on_the_same_samples():
+    from taia.eval.results import paired_delta
+
+    def rows(correct, subsets="aabb"):
+        pairs = zip(correct, subsets, strict=True)
+        return [{"id": f"q{i}", "subset": s, "correct": c} for i, (c, s) in enumerate(pairs)]
+
+    got = paired_delta(rows([1, 1, 0, 0]), rows([1, 0, 0, 1]), macro=False)
+    assert (got["delta"], got["n"], got["changed"]) == (0.0, 4, 2)
+    assert got["ci95"][0] < 0 < got["ci95"][1]
+    assert paired_delta(rows([1, 1, 1, 1]), rows([0, 1, 1, 1])[1:], macro=False)["n"] == 3  # shared ids
+    macro = paired_delta(rows([1, 1, 1, 0], "abbb"), rows([0, 1, 0, 0], "abbb"), macro=True)
+    assert macro["delta"] == pytest.approx((1.0 + 1 / 3) / 2)  # subset a: +1; subset b: (0 + 1 + 0) / 3
+    same = paired_delta(rows([1, 0, 1, 0]), rows([1, 0, 1, 0]), macro=False)
+    assert same["ci95"] == [0.0, 0.0] and same["changed"] == 0

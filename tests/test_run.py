@@ -61,6 +61,13 @@ def test_run_end_to_end_then_cached_then_eval_only(tmp_path, chat_model, monkeyp
     seconds = json.loads((out / "eval" / "results.json").read_text())["run"]["seconds"]
     assert set(seconds) == {"load", *VARIANTS} and all(s > 0 for s in seconds.values())
     assert "wall time: train " in (out / "report.md").read_text()
+    paired = json.loads((out / "eval" / "results.json").read_text())["paired"]
+    assert set(paired) == set(VARIANTS) and set(paired["taia"]["csqa"]) == {"base", "vanilla"}
+    assert "vanilla" not in paired["vanilla"]["csqa"] and set(paired["base"]["csqa"]) == {"vanilla"}
+    for r in (r for r in rows if r["variant"] == "taia"):
+        assert r["delta_vs_base"] == pytest.approx(paired["taia"][r["task"]]["base"]["delta"])
+    delta_table = (out / "report.md").read_text().split("## Δ vs base and vanilla")[1].split("##")[0]
+    assert "paired per-question differences" in delta_table and "] |" in delta_table
 
     from taia.eval import runner
     from taia.train import trainer

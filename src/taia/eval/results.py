@@ -3,7 +3,8 @@
     OUT/samples/<variant>/<task>.jsonl   one line per answered sample (id, subset, prompt, output,
                                          extracted, gold, correct), appended and flushed per batch
     OUT/results.json                     accuracy (ASR for AdvBench) with a 95 % bootstrap CI per
-                                         variant × task, per-subset accuracies, run info
+                                         variant × task, per-subset accuracies, paired Δ vs base and
+                                         vanilla with their CIs, run info
     OUT/eval_config.yaml                 the resolved config
     OUT/timings.jsonl                    wall seconds of the model load and of each variant × task
 
@@ -85,6 +86,26 @@ def summarize(task: Task, rows: list[dict[str, Any]], seed: int = 0) -> dict[str
     if len(by_subset) > 1:
         out["subsets"] = {k: sum(v) / len(v) for k, v in sorted(by_subset.items())}
     return out
+
+
+def paired_delta(
+    rows: list[dict[str, Any]], ref_rows: list[dict[str, Any]], macro: bool, seed: int = 0
+) -> dict[str, Any]:
+    """Δ = score − the reference's on the same samples, with a 95 % bootstrap CI of the per-sample
+    differences (stratified by subset when the task is scored macro). Paired, so far narrower than the two
+    scores' own CIs suggest; `changed` counts the samples whose correctness differs."""
+    ref = {r["id"]: float(r["correct"]) for r in ref_rows}
+    by_subset: dict[str, list[float]] = defaultdict(list)
+    for r in rows:
+        if r["id"] in ref:
+            by_subset[r.get("subset") or ""].append(float(r["correct"]) - ref[r["id"]])
+    diffs = [d for values in by_subset.values() for d in values]
+    if macro:
+        delta, (lo, hi) = macro_mean(by_subset), bootstrap_ci_macro(by_subset, seed=seed)
+    else:
+        delta = sum(diffs) / len(diffs) if diffs else float("nan")
+        lo, hi = bootstrap_ci(diffs, seed=seed)
+    return {"delta": delta, "ci95": [lo, hi], "n": len(diffs), "changed": sum(1 for d in diffs if d)}
 
 
 def table(results: dict[str, dict[str, dict[str, Any]]], variants: list[str], tasks: list[str]) -> str:

@@ -17,7 +17,7 @@ from taia.config import config_yaml
 from taia.errors import TaiaError
 from taia.eval.config import EvalConfig
 from taia.eval.protocol import Choice, Generation, request
-from taia.eval.results import SampleLog, summarize, table
+from taia.eval.results import SampleLog, paired_delta, summarize, table
 from taia.eval.task import LETTERS, Sample, Task
 from taia.eval.tasks import get_task, load_samples
 from taia.eval.variants import resolve_specs
@@ -28,6 +28,7 @@ from taia.report import versions
 CONFIG = "eval_config.yaml"
 RESULTS = "results.json"
 TIMINGS = "timings.jsonl"  # one line per load and per variant × task answered, across resumes
+REFERENCES = ("base", "vanilla")  # the variants paired Δs are taken against
 _CHUNK = 64  # scoring requests per write: bounds the work an interruption can lose
 
 
@@ -48,11 +49,11 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
     todo = {k: [s for s in samples[k[1]] if s.id not in log.done()] for k, log in logs.items()}
     if any(todo.values()):
         _answer(cfg, tasks, todo, logs, specs)
+    rows = {(v, t): [logs[v, t].rows[s.id] for s in samples[t]] for v in specs for t in tasks}
     results: dict[str, dict[str, Any]] = {
-        v: {t: summarize(tasks[t], [logs[v, t].rows[s.id] for s in samples[t]], cfg.seed) for t in tasks}
-        for v in specs
+        v: {t: summarize(tasks[t], rows[v, t], cfg.seed) for t in tasks} for v in specs
     }
-    report = _finish(cfg, out, specs, results, list(tasks))
+    report = _finish(cfg, out, specs, results, list(tasks), _paired(rows, results, cfg.seed))
     for v, by_task in results.items():
         for t, r in by_task.items():
             if r["empty_outputs"]:
@@ -69,8 +70,22 @@ def _with_lm_eval(cfg: EvalConfig, out: Path, specs: dict) -> dict[str, Any]:
     return _finish(cfg, out, specs, results, list(next(iter(results.values()))))
 
 
-def _finish(cfg: EvalConfig, out: Path, specs: dict, results: dict, tasks: list[str]) -> dict[str, Any]:
-    report = {"results": results, "run": _run_info(cfg, specs)}
+def _paired(rows: dict, results: dict, seed: int) -> dict[str, Any]:
+    """variant → task → reference (base, vanilla) → paired Δ with its CI, on the same samples."""
+    out: dict[str, Any] = {}
+    for (v, t), answered in rows.items():
+        for ref in REFERENCES:
+            if ref != v and (ref, t) in rows:
+                macro = results[v][t]["aggregate"] == "macro"
+                delta = paired_delta(answered, rows[ref, t], macro, seed)
+                out.setdefault(v, {}).setdefault(t, {})[ref] = delta
+    return out
+
+
+def _finish(
+    cfg: EvalConfig, out: Path, specs: dict, results: dict, tasks: list[str], paired: dict | None = None
+) -> dict[str, Any]:
+    report = {"results": results, "paired": paired or {}, "run": _run_info(cfg, specs)}
     (out / RESULTS).write_text(json.dumps(report, indent=2) + "\n")
     print(table(results, list(specs), tasks))
     return report

@@ -23,6 +23,7 @@ from taia.run.report import (
     best_variants,
     delta,
     mean_row,
+    paired_ci,
     score_row,
     shown,
     training_summary,
@@ -145,7 +146,7 @@ def _delta_section(data: RunData) -> list[Block]:
     rows = [
         [
             _task_label(data, t),
-            *(shown(delta(data, v, t, r), data.metric(t), signed=True) for v, r in columns),
+            *(_delta_cell(data, v, t, r) for v, r in columns),
         ]
         for t in data.tasks
     ]
@@ -156,11 +157,25 @@ def _delta_section(data: RunData) -> list[Block]:
         "Δ in percentage points of the unrounded scores "
         "(it can differ by 0.1 from the difference of the rounded ones)."
     )
+    if data.paired:
+        note += (
+            " [lo, hi]: 95 % bootstrap CI of the paired per-question differences (every variant answers the "
+            "same questions), so a Δ whose interval excludes 0 is a real difference on this sample."
+        )
     return [
         Heading("Δ vs base and vanilla"),
         Table(["task", *(f"{v} − {r}" for v, r in columns)], rows),
         Para(note),
     ]
+
+
+def _delta_cell(data: RunData, variant: str, task: str, reference: str) -> str:
+    text = shown(delta(data, variant, task, reference), data.metric(task), signed=True)
+    ci = paired_ci(data, variant, task, reference)
+    if ci is None or text == "–":
+        return text
+    lo, hi = (shown(x, data.metric(task), signed=True) for x in ci)
+    return f"{text} [{lo}, {hi}]"
 
 
 def _samples_section(data: RunData) -> list[Block]:

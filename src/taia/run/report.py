@@ -61,6 +61,7 @@ class RunData:
     train: dict[str, Any] | None = None
     inspect: dict[str, Any] | None = None
     stages: dict[str, float] = field(default_factory=dict)  # wall seconds per `taia run` stage
+    paired: dict[str, Any] = field(default_factory=dict)  # variant → task → reference → paired Δ, its CI
 
     @property
     def variants(self) -> list[str]:
@@ -97,7 +98,9 @@ def load_run(run_dir: Path) -> RunData:
     train, inspect = _read_optional(run_dir / TRAIN), _read_optional(run_dir / INSPECT)
     stages = sum_seconds(run_dir / TIMINGS, "stage")
     loss = read_loss(run_dir / LOSS)
-    return RunData(run_dir, doc["results"], doc.get("run") or {}, loss, train, inspect, stages)
+    paired = doc.get("paired")
+    paired = paired if isinstance(paired, dict) else {}
+    return RunData(run_dir, doc["results"], doc.get("run") or {}, loss, train, inspect, stages, paired)
 
 
 def _results_path(run_dir: Path) -> Path:
@@ -191,6 +194,8 @@ def score_row(data: RunData, task: str, variant: str, entry: dict[str, Any], bes
         "empty_outputs": entry.get("empty_outputs", 0),
         "delta_vs_base": delta(data, variant, task, "base"),
         "delta_vs_vanilla": delta(data, variant, task, "vanilla"),
+        "delta_vs_base_ci95": paired_ci(data, variant, task, "base"),
+        "delta_vs_vanilla_ci95": paired_ci(data, variant, task, "vanilla"),
         "best": best,
         "lower_is_better": lower_is_better(metric),
     }
@@ -202,6 +207,13 @@ def delta(data: RunData, variant: str, task: str, reference: str) -> float | Non
         return None
     score, ref = data.score(variant, task), data.score(reference, task)
     return None if score is None or ref is None else score - ref
+
+
+def paired_ci(data: RunData, variant: str, task: str, reference: str) -> list[float] | None:
+    """The 95 % CI of the paired Δ (same samples) from results.json; None when it was not computed."""
+    entry = data.paired.get(variant, {}).get(task, {}).get(reference) or {}
+    ci = [finite(x) for x in entry.get("ci95") or []]
+    return [ci[0], ci[1]] if len(ci) == 2 and ci[0] is not None and ci[1] is not None else None
 
 
 def best_variants(data: RunData, task: str) -> set[str]:
