@@ -47,7 +47,8 @@ import resource
 import statistics
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -297,20 +298,25 @@ def workload(args: argparse.Namespace, tokenizer: Any) -> Callable[[Any], Any]:
     return generate
 
 
+@contextmanager
+def adding(res: dict[str, Any], key: str) -> Iterator[None]:
+    """Add the block's wall seconds to res[key]."""
+    with Clock() as c:
+        yield
+    res[key] += c.seconds
+
+
 def in_place(model_dir: Path, adapter: Path, evaluate: Callable[[Any], Any]) -> dict[str, Any]:
     """(a): one load_variants, a switch per variant."""
     res: dict[str, Any] = {"load": 0.0, "switch": 0.0, "eval": 0.0, "answers": {}}
     with Clock() as total:
-        with Clock() as c:
+        with adding(res, "load"):
             variants = load_variants(model_dir, adapter, None, resolve_specs(VARIANTS), torch.float32)
-        res["load"] += c.seconds
         for name in VARIANTS:
-            with Clock() as c:
+            with adding(res, "switch"):
                 model = variants.switch(name)
-            res["switch"] += c.seconds
-            with Clock() as c:
+            with adding(res, "eval"):
                 res["answers"][name] = evaluate(model)
-            res["eval"] += c.seconds
     del variants, model
     gc.collect()
     res.update(seconds=total.seconds, others_cores=total.others)
@@ -323,16 +329,13 @@ def reloads(model_dir: Path, adapter: Path, evaluate: Callable[[Any], Any]) -> d
     specs = resolve_specs(VARIANTS)
     with Clock() as total:
         for name in VARIANTS:
-            with Clock() as c:
+            with adding(res, "load"):
                 base = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32)
                 model = PeftModel.from_pretrained(base, str(adapter)).eval()
-            res["load"] += c.seconds
-            with Clock() as c:
+            with adding(res, "switch"):
                 apply_model(model, specs[name])
-            res["switch"] += c.seconds
-            with Clock() as c:
+            with adding(res, "eval"):
                 res["answers"][name] = evaluate(model)
-            res["eval"] += c.seconds
             del base, model
             gc.collect()
     res.update(seconds=total.seconds, others_cores=total.others)

@@ -24,6 +24,7 @@ from typing import Any
 from taia.eval.metrics import bootstrap_ci, bootstrap_ci_macro, macro_mean
 from taia.eval.task import Task
 
+REFERENCES = ("base", "vanilla")  # the variants Δs (plain and paired) are taken against
 MIN_PER_SUBSET = 10  # samples every subset needs before a task is averaged (and bootstrapped) per subset
 
 

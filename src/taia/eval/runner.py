@@ -17,18 +17,16 @@ from taia.config import config_yaml
 from taia.errors import TaiaError
 from taia.eval.config import EvalConfig
 from taia.eval.protocol import Choice, Generation, request
-from taia.eval.results import SampleLog, paired_delta, summarize, table
+from taia.eval.results import REFERENCES, SampleLog, paired_delta, summarize, table
 from taia.eval.task import LETTERS, Sample, Task
 from taia.eval.tasks import get_task, load_samples
 from taia.eval.variants import resolve_specs
 from taia.io.rows import data_root
-from taia.io.timings import sum_seconds, timed
+from taia.io.timings import LOG, sum_seconds, timed
 from taia.report import versions
 
 CONFIG = "eval_config.yaml"
 RESULTS = "results.json"
-TIMINGS = "timings.jsonl"  # one line per load and per variant × task answered, across resumes
-REFERENCES = ("base", "vanilla")  # the variants paired Δs are taken against
 _CHUNK = 64  # scoring requests per write: bounds the work an interruption can lose
 
 
@@ -113,7 +111,7 @@ def _check_out(cfg: EvalConfig, out: Path) -> None:
 def _answer(cfg: EvalConfig, tasks: dict[str, Task], todo: dict, logs: dict, specs: dict) -> None:
     from taia.eval.backends import make_backend
 
-    log = Path(cfg.out) / TIMINGS
+    log = Path(cfg.out) / LOG  # one line per load and per variant × task answered
     with timed(log, variant="load"):
         backend, variants = make_backend(cfg, specs)
     for v in specs:
@@ -184,7 +182,7 @@ def _run_info(cfg: EvalConfig, specs: dict) -> dict[str, Any]:
         "config": cfg.model_dump(mode="json"),
         "specs": {k: s.model_dump(mode="json", by_alias=True) for k, s in specs.items()},
         "git_sha": _git_sha(),
-        "seconds": sum_seconds(Path(cfg.out) / TIMINGS, "variant"),
+        "seconds": sum_seconds(Path(cfg.out) / LOG, "variant"),
         "versions": versions(("trl", "datasets", "math_verify")),
     }
 

@@ -12,6 +12,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+LOG = "timings.jsonl"  # the file name in an eval out dir and in a run dir
+
 
 @contextmanager
 def timed(path: Path, **fields: Any) -> Iterator[dict[str, Any]]:

@@ -14,11 +14,11 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
+from taia.eval.results import REFERENCES
 from taia.run.report import (
     ASR,
     LOWER_IS_BETTER,
     PROPORTIONS,
-    REFERENCES,
     RunData,
     best_variants,
     delta,

@@ -23,12 +23,11 @@ from typing import Any
 import yaml
 
 from taia.config import config_yaml
-from taia.io.timings import timed
+from taia.io.timings import LOG, timed
 from taia.run.experiment import ExperimentConfig
 
 EXPERIMENT = "experiment.yaml"
 INSPECT = "inspect.json"
-TIMINGS = "timings.jsonl"
 
 
 def run(cfg: ExperimentConfig) -> dict[str, Any]:
@@ -39,15 +38,15 @@ def run(cfg: ExperimentConfig) -> dict[str, Any]:
     out = cfg.run_dir
     out.mkdir(parents=True, exist_ok=True)
     (out / EXPERIMENT).write_text(config_yaml(cfg))
-    with timed(out / TIMINGS, stage="train"):
+    with timed(out / LOG, stage="train"):
         retrained = train_stage(cfg)
     if retrained:
         (out / INSPECT).unlink(missing_ok=True)  # both measured the previous fine-tune
         shutil.rmtree(out / "eval", ignore_errors=True)
-    with timed(out / TIMINGS, stage="inspect"):
+    with timed(out / LOG, stage="inspect"):
         inspect_stage(cfg)
     print(f"taia run: evaluating into {out / 'eval'}")
-    with timed(out / TIMINGS, stage="eval"):
+    with timed(out / LOG, stage="eval"):
         results = evaluate(_fresh_if_changed(cfg))
     paths = write_report(out, html=cfg.report_html)
     print(f"taia run: report in {paths['md']}")

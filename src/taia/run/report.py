@@ -22,13 +22,13 @@ from pathlib import Path
 from typing import Any
 
 from taia.errors import TaiaError
-from taia.io.timings import sum_seconds
+from taia.eval.results import REFERENCES
+from taia.io.timings import LOG, sum_seconds
 
 RESULTS = Path("eval") / "results.json"
 LOSS = Path("train") / "loss.jsonl"
 TRAIN = Path("train") / "taia_train.json"
 INSPECT = Path("inspect.json")
-TIMINGS = Path("timings.jsonl")
 PLOTS = "plots"
 OUTPUTS = {"md": "report.md", "csv": "report.csv", "json": "report.json", "html": "report.html"}
 
@@ -40,7 +40,6 @@ ROUNDING = (
     "proportions shown as f'{100 * x:.1f}' percent, Δ as signed percentage points of the unrounded "
     "difference, other metrics as f'{x:.3f}'"
 )
-REFERENCES = ("base", "vanilla")  # the variants Δ is taken against
 CSV_FIELDS = (
     "task", "variant", "metric", "score", "ci_lo", "ci_hi", "n", "empty_outputs",
     "delta_vs_base", "delta_vs_vanilla", "best", "lower_is_better",
@@ -96,7 +95,7 @@ def load_run(run_dir: Path) -> RunData:
     if not isinstance(doc, dict) or not isinstance(doc.get("results"), dict):
         raise TaiaError(f"{path} holds no 'results': not a `taia eval` results.json")
     train, inspect = _read_optional(run_dir / TRAIN), _read_optional(run_dir / INSPECT)
-    stages = sum_seconds(run_dir / TIMINGS, "stage")
+    stages = sum_seconds(run_dir / LOG, "stage")
     loss = read_loss(run_dir / LOSS)
     paired = doc.get("paired")
     paired = paired if isinstance(paired, dict) else {}
