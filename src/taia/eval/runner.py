@@ -30,8 +30,11 @@ RESULTS = "results.json"
 _CHUNK = 64  # scoring requests per write: bounds the work an interruption can lose
 
 
-def evaluate(cfg: EvalConfig) -> dict[str, Any]:
-    """Run (or finish) the evaluation; returns what `OUT/results.json` holds and prints the table."""
+def evaluate(cfg: EvalConfig, samples: dict[str, list[Sample]] | None = None) -> dict[str, Any]:
+    """Run (or finish) the evaluation; returns what `OUT/results.json` holds and prints the table.
+
+    `samples` (task → samples) replaces loading `cfg.tasks` from the data root: `taia search` passes
+    test splits with the dev samples carved out."""
     out = Path(cfg.out)
     specs = resolve_specs(cfg.variants)
     tasks = {name: get_task(name) for name in cfg.tasks} if cfg.harness == "taia" else {}
@@ -40,8 +43,9 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
         raise TaiaError(f"variant {needy[0]!r} needs a fine-tune: give --adapter or --finetuned")
     if cfg.harness == "lm-eval":
         return _with_lm_eval(cfg, out, specs)
-    root = data_root(cfg.data_dir)
-    samples = {name: load_samples(name, root, cfg.limit, cfg.seed) for name in cfg.tasks}
+    if samples is None:
+        root = data_root(cfg.data_dir)
+        samples = {name: load_samples(name, root, cfg.limit, cfg.seed) for name in cfg.tasks}
     _check_out(cfg, out)  # inputs are good: now write
     logs = {(v, t): SampleLog(out / "samples" / v / f"{t}.jsonl") for v in specs for t in tasks}
     todo = {k: [s for s in samples[k[1]] if s.id not in log.done()] for k, log in logs.items()}
