@@ -323,5 +323,6 @@ def test_cli_report_renders_an_eval_dir(tmp_path, capsys):
     results = {"base": {"csqa": {"metric": "accuracy", "score": 0.31, "ci95": [0.26, 0.37], "n": 300,
                                  "empty_outputs": 0, "aggregate": "micro"}}}  # fmt: skip
     (out / "results.json").write_text(json.dumps({"results": results, "run": {"config": {}}}))
+    (out / "timings.jsonl").write_text('{"variant": "base", "task": "csqa", "seconds": 1.5}\n')  # eval's own
     assert main(["report", str(out), "--no-html"]) == 0
     assert "31.0 [26.0, 37.0]" in capsys.readouterr().out and (out / "report.md").is_file()

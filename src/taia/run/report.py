@@ -95,7 +95,8 @@ def load_run(run_dir: Path) -> RunData:
     if not isinstance(doc, dict) or not isinstance(doc.get("results"), dict):
         raise TaiaError(f"{path} holds no 'results': not a `taia eval` results.json")
     train, inspect = _read_optional(run_dir / TRAIN), _read_optional(run_dir / INSPECT)
-    stages = sum_seconds(run_dir / LOG, "stage")
+    # A bare `taia eval --out` dir has its own timings.jsonl (per variant × task), not a run's stages.
+    stages = sum_seconds(run_dir / LOG, "stage") if path == run_dir / RESULTS else {}
     loss = read_loss(run_dir / LOSS)
     paired = doc.get("paired")
     paired = paired if isinstance(paired, dict) else {}
