@@ -5,6 +5,7 @@
     taia inspect (--model M | --base B --adapter A | --base B --finetuned F) [--json]
     taia train [CONFIG.yaml] [--model M] [--data FILE ...] [--method lora|full|toa|tof|molora] --out O
     taia eval [CONFIG.yaml] [--model M] [--adapter A | --finetuned F] --tasks T1,T2 [--variants ...] --out O
+    taia search --base B (--adapter A | --finetuned F) --dev-task T --test-tasks T1,T2 --out O
     taia run EXPERIMENT.yaml [key=value ...]
     taia report RUN_DIR [--no-html]
 
@@ -104,6 +105,24 @@ def _eval_parser(sub: Any) -> None:
     _common(ep)
 
 
+def _search_parser(sub: Any) -> None:
+    sp = sub.add_parser("search", help="pick the best spec on a dev split, test it on held-out tasks")
+    sp.add_argument("--base", help="base model: named, local dir or hub id")
+    src = sp.add_mutually_exclusive_group()
+    src.add_argument("--adapter", help="PEFT LoRA (or MoLoRA) adapter dir")
+    src.add_argument("--finetuned", help="fully fine-tuned checkpoint dir")
+    sp.add_argument("--dev-task", help="task whose seeded subset scores the grid")
+    sp.add_argument("--dev-limit", type=int, help="dev samples (default 100)")
+    sp.add_argument("--test-tasks", help="comma-separated held-out tasks (the dev task's rest allowed)")
+    sp.add_argument("--test-limit", type=int, help="at most N test samples per task")
+    sp.add_argument("--batch-size", type=int)
+    sp.add_argument("--data-dir", help="root of local task data (default: $TAIA_DATA_DIR, ../shared/data)")
+    sp.add_argument("--out", help="output dir (re-running resumes)")
+    sp.add_argument("--overwrite", action="store_true", help="delete --out first")
+    sp.add_argument("args", nargs="*", metavar="[CONFIG.yaml] [key=value]", help="config file and overrides")
+    sp.add_argument("--trust-remote-code", action="store_true")
+
+
 def _train_parser(sub: Any) -> None:
     tp = sub.add_parser("train", help="fine-tune (LoRA, full, TOA/TOF, MoLoRA) with TRL + PEFT")
     tp.add_argument("--model", help="named model (smollm2-135m-instruct), local dir or hub id")
@@ -185,6 +204,17 @@ def _run_eval(ns: argparse.Namespace) -> None:
     print(f"wrote {cfg.out}")
 
 
+def _run_search(ns: argparse.Namespace) -> None:
+    from taia.config import build_config
+    from taia.search import SearchConfig, search
+
+    file, overrides = _split_positionals(ns.args)
+    cfg = build_config(SearchConfig, file, _flags(ns), overrides)
+    result = search(cfg)
+    print((Path(cfg.out) / "search.md").read_text())
+    print(f"chose {result['best']}; wrote {cfg.out}")
+
+
 def _run_run(ns: argparse.Namespace) -> None:
     from taia.config import build_config
     from taia.run import ExperimentConfig, run
@@ -223,7 +253,8 @@ def _run_report(ns: argparse.Namespace) -> None:
 
 _COMMANDS = {
     "apply": _run_apply, "inspect": _run_inspect, "train": _run_train,
-    "eval": _run_eval, "run": _run_run, "quickstart": _run_quickstart, "report": _run_report,
+    "eval": _run_eval, "search": _run_search, "run": _run_run, "quickstart": _run_quickstart,
+    "report": _run_report,
 }  # fmt: skip
 
 

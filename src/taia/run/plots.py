@@ -47,7 +47,7 @@ def variant_colors(variants: Sequence[str]) -> dict[str, str]:
     return {v: PALETTE.get(v) or next(more) for v in variants}
 
 
-def _figure(width: float, height: float) -> Figure:
+def new_figure(width: float, height: float) -> Figure:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -56,7 +56,7 @@ def _figure(width: float, height: float) -> Figure:
     return fig
 
 
-def _save(fig: Figure, out: Path) -> Path:
+def save_figure(fig: Figure, out: Path) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=DPI)
     return out
@@ -72,7 +72,7 @@ def scores_plot(data: RunData, out: Path) -> Path | None:
         return None
     variants, colors = data.variants, variant_colors(data.variants)
     width = 0.8 / len(variants)
-    fig = _figure(min(MAX_WIDTH, max(6.0, 2.0 + len(tasks) * (0.22 * len(variants) + 0.4))), 4.8)
+    fig = new_figure(min(MAX_WIDTH, max(6.0, 2.0 + len(tasks) * (0.22 * len(variants) + 0.4))), 4.8)
     ax = fig.add_subplot()
     for i, variant in enumerate(variants):
         heights, errors = _bars(data, variant, tasks)
@@ -85,7 +85,7 @@ def scores_plot(data: RunData, out: Path) -> Path | None:
     ax.set_ylim(bottom=0)
     ax.set_title("Scores per task (95 % CI)")
     ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)
-    return _save(fig, out)
+    return save_figure(fig, out)
 
 
 def _bars(data: RunData, variant: str, tasks: list[str]) -> tuple[list[float], list[list[float]]]:
@@ -144,7 +144,7 @@ def update_norms_plot(data: RunData, out: Path) -> Path | None:
     import numpy as np
 
     groups, layers, values = grid
-    fig = _figure(max(5.0, 2.5 + 0.3 * len(layers)), 1.6 + 0.55 * len(groups))
+    fig = new_figure(max(5.0, 2.5 + 0.3 * len(layers)), 1.6 + 0.55 * len(groups))
     ax = fig.add_subplot()
     image = ax.imshow(
         np.ma.masked_invalid(np.array(values)), aspect="auto", cmap="viridis", interpolation="nearest"
@@ -155,7 +155,7 @@ def update_norms_plot(data: RunData, out: Path) -> Path | None:
     ax.set_xlabel("layer")
     ax.set_title("‖ΔW‖/‖W‖ per layer")
     fig.colorbar(image, ax=ax, label="‖ΔW‖/‖W‖")
-    return _save(fig, out)
+    return save_figure(fig, out)
 
 
 # ------------------------------------------------------------------------------------------------ loss
@@ -177,7 +177,7 @@ def loss_plot(data: RunData, out: Path) -> Path | None:
     if not points:
         return None
     steps, losses = [p[0] for p in points], [p[1] for p in points]
-    fig = _figure(7.0, 4.0)
+    fig = new_figure(7.0, 4.0)
     ax = fig.add_subplot()
     smooth = len(points) > SMOOTH_ABOVE
     style: dict[str, Any] = {"alpha": 0.35} if smooth else {"marker": "o", "markersize": 3}
@@ -189,7 +189,7 @@ def loss_plot(data: RunData, out: Path) -> Path | None:
     ax.set_xlabel("step")
     ax.set_ylabel("loss")
     ax.legend(frameon=False)
-    return _save(fig, out)
+    return save_figure(fig, out)
 
 
 def _smoothed(ax: Axes, steps: list[float], losses: list[float]) -> None:

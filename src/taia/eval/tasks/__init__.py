@@ -113,10 +113,17 @@ def get_task(name: str) -> Task:
     return spec.task(subset)
 
 
-def load_samples(task_name: str, root: Path | None, limit: int | None = None, seed: int = 0) -> list[Sample]:
+def load_samples(
+    task_name: str,
+    root: Path | None,
+    limit: int | None = None,
+    seed: int = 0,
+    exclude: frozenset[str] = frozenset(),
+) -> list[Sample]:
     """A task's samples, from its files under `root` (the data root) or else from its hub dataset.
 
     `limit` keeps a seeded random subset in file order (see `_subsample`); the same seed gives the same one.
+    Samples whose id is in `exclude` are dropped first (`taia search` carves its dev split out this way).
     """
     spec, subset = _resolve(task_name)
     subsets: list[str | None] = [subset] if subset else list(spec.subsets) or [None]
@@ -124,6 +131,7 @@ def load_samples(task_name: str, root: Path | None, limit: int | None = None, se
     samples: list[Sample] = []
     for rows, src in _sources(spec, subsets, root):
         samples.extend(hook(rows, src))
+    samples = [s for s in samples if s.id not in exclude]
     if limit is not None:
         samples = _subsample(samples, limit, seed, spec.aggregate == "macro")
     return samples

@@ -1,0 +1,104 @@
+"""`SearchConfig`: the typed schema of `taia search [CONFIG.yaml] [key=value ...]`.
+
+    taia search --base smollm2-135m-instruct --adapter runs/x/train --dev-task csqa --dev-limit 100 \\
+        --test-tasks csqa,mmlu --out runs/x/search
+
+The grid is λ_attn × λ_ffn × (FFN kept on the first `depth` share of the layers) × (norms, embeddings and
+head from the base or from the fine-tune). Exercised by tests/test_search.py.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from taia.eval.config import EvalConfig
+
+Rest = Literal["base", "finetuned"]
+
+
+class Grid(BaseModel):
+    """The candidate specs: every combination, minus the ones that are the same model (see grid.py)."""
+
+    model_config = ConfigDict(extra="forbid")
+    attn: list[float] = [0.0, 0.5, 1.0]
+    ffn: list[float] = [0.0, 0.5, 1.0]
+    # FFN (experts, router) update kept only on the first ⌈depth·L⌉ decoder layers: the paper's appendix
+    # finds early FFN layers the least harmful to keep. 1.0 = every layer.
+    ffn_depth: list[float] = [1.0, 0.5, 0.25]
+    rest: list[Rest] = ["base", "finetuned"]  # norms, embeddings, LM head
+
+    @field_validator("attn", "ffn")
+    @classmethod
+    def _lambdas(cls, v: list[float]) -> list[float]:
+        if not v or any(not -1.0 <= x <= 2.0 for x in v):
+            raise ValueError(f"give at least one λ, each in [-1, 2]; got {v}")
+        return sorted(set(v))
+
+    @field_validator("ffn_depth")
+    @classmethod
+    def _depths(cls, v: list[float]) -> list[float]:
+        if not v or any(not 0.0 < x <= 1.0 for x in v):
+            raise ValueError(f"give at least one depth, each in (0, 1]; got {v}")
+        return sorted(set(v), reverse=True)
+
+    @field_validator("rest")
+    @classmethod
+    def _rest(cls, v: list[Rest]) -> list[Rest]:
+        if not v:
+            raise ValueError("give at least one of base, finetuned")
+        return list(dict.fromkeys(v))
+
+
+class SearchConfig(BaseModel):
+    """`taia search`: pick the spec that scores best on a dev split, then test it on held-out tasks."""
+
+    model_config = ConfigDict(extra="forbid")
+    base: str = "smollm2-135m-instruct"
+    adapter: str | None = None
+    finetuned: str | None = None
+    dev_task: str
+    dev_limit: int = Field(100, gt=0)
+    test_tasks: list[str]
+    test_limit: int | None = Field(None, gt=0)
+    test_variants: list[str] = ["base", "vanilla", "taia"]  # shown next to the chosen spec
+    grid: Grid = Grid()
+    out: str
+    protocol: Literal["paper", "standard"] = "standard"
+    metric_mode: Literal["strict", "flexible", "lenient"] = "strict"
+    backend: Literal["hf", "vllm"] = "hf"
+    batch_size: int = Field(16, gt=0)
+    max_new_tokens: int | None = Field(None, gt=0)
+    data_dir: str | None = None
+    chat_template: str | None = None
+    seed: int = 0
+    trust_remote_code: bool = False
+    overwrite: bool = False
+
+    @model_validator(mode="before")
+    @classmethod
+    def _lists(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            data = dict(data)
+            for key in ("test_tasks", "test_variants"):
+                if isinstance(data.get(key), str):
+                    data[key] = [x.strip() for x in data[key].split(",") if x.strip()]
+        return data
+
+    @model_validator(mode="after")
+    def _one_source(self) -> SearchConfig:
+        if (self.adapter is None) == (self.finetuned is None):
+            raise ValueError("give exactly one of adapter (a PEFT LoRA dir) or finetuned (a full checkpoint)")
+        if not self.test_tasks:
+            raise ValueError("give at least one test task")
+        return self
+
+    def eval_config(self, out: str, tasks: list[str], variants: list[str]) -> EvalConfig:
+        """The `taia eval` config of one stage (dev or test) of this search."""
+        keys = ("adapter", "finetuned", "protocol", "metric_mode", "backend", "batch_size")
+        more = ("max_new_tokens", "data_dir", "chat_template", "seed", "trust_remote_code")
+        opts = {k: getattr(self, k) for k in (*keys, *more)}
+        return EvalConfig.model_validate(
+            {**opts, "model": self.base, "tasks": tasks, "variants": variants, "out": out}
+        )

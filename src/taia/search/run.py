@@ -1,0 +1,170 @@
+"""`taia.search(cfg)`: score every grid spec on a dev split, keep the best, test it on held-out tasks.
+
+    taia search --base B (--adapter A | --finetuned F) --dev-task csqa --dev-limit 100 \\
+        --test-tasks csqa,mmlu --out OUT
+
+    OUT/search_config.yaml   the resolved config (a re-run with the same config resumes)
+    OUT/specs/*.yaml         the distinct grid specs
+    OUT/dev/                 `taia eval` of every spec on the dev split (one model load, switched in place)
+    OUT/best_spec.yaml       the chosen spec, usable as `taia apply --spec OUT/best_spec.yaml`
+    OUT/test/                `taia eval` of base / vanilla / TAIA / the chosen spec on the test split
+    OUT/search.json, OUT/search.md, OUT/plots/dev_grid.png, OUT/test/report.md
+
+Dev and test never share a sample: a test task that is the dev task (or another subset of it) gets the
+samples the dev split did not take, and any test question equal to a dev question is refused.
+Exercised by tests/test_search.py.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from taia.classify import ModelMap, model_map
+from taia.config import config_yaml
+from taia.errors import TaiaError
+from taia.eval.task import Sample
+from taia.eval.tasks import get_task, load_samples
+from taia.io.hf import CONFIG_ONLY, load_adapter, resolve_dir
+from taia.io.rows import data_root
+from taia.search.config import SearchConfig
+from taia.search.grid import candidates, distinct
+from taia.spec import TaiaSpec
+
+CONFIG = "search_config.yaml"
+BEST = "best_spec.yaml"
+_RUN_KEYS = ("overwrite",)
+
+
+def search(cfg: SearchConfig) -> dict[str, Any]:
+    """Run (or finish) the search; returns what OUT/search.json holds."""
+    from taia.eval.runner import evaluate
+    from taia.search.report import write_search_report
+
+    out = Path(cfg.out)
+    dev, tests = split(cfg)
+    mm, changed, molora = changed_tensors(cfg)
+    specs, same = distinct(candidates(cfg.grid, mm.num_layers, molora), changed, mm)
+    _prepare_out(cfg, out)
+    paths = _write_specs(out / "specs", specs)
+    dev_cfg = cfg.eval_config(str(out / "dev"), [cfg.dev_task], [str(p) for p in paths])
+    dev_report = evaluate(dev_cfg, samples={cfg.dev_task: dev})
+    best = choose(specs, dev_report["results"], cfg.dev_task)
+    best_path = _write_best(out, best, dev_report["results"][best.name][cfg.dev_task])
+    test_variants = [*cfg.test_variants, str(best_path)]
+    test_cfg = cfg.eval_config(str(out / "test"), cfg.test_tasks, test_variants)
+    test_report = evaluate(test_cfg, samples=tests)
+    return write_search_report(cfg, out, specs, same, dev_report, test_report, _best_name(best))
+
+
+def split(cfg: SearchConfig) -> tuple[list[Sample], dict[str, list[Sample]]]:
+    """The dev samples and each test task's samples, checked disjoint."""
+    root = data_root(cfg.data_dir)
+    dev = load_samples(cfg.dev_task, root, cfg.dev_limit, cfg.seed)
+    dev_family = _family(cfg.dev_task)
+    dev_ids = frozenset(s.id for s in dev)
+    tests = {
+        t: load_samples(
+            t, root, cfg.test_limit, cfg.seed, dev_ids if _family(t) == dev_family else frozenset()
+        )
+        for t in cfg.test_tasks
+    }
+    check_disjoint(cfg.dev_task, dev, tests)
+    return dev, tests
+
+
+def _family(task_name: str) -> str:
+    """A task's canonical name without its subset: `bbh:navigate` and `bbh` share sample ids."""
+    return get_task(task_name.partition(":")[0]).name
+
+
+def check_disjoint(dev_task: str, dev: list[Sample], tests: dict[str, list[Sample]]) -> None:
+    """Refuse a test sample whose question (and options) equal a dev sample's, whatever its task."""
+    seen = {_content(s): s for s in dev}
+    for task, samples in tests.items():
+        clash = [s for s in samples if _content(s) in seen]
+        if clash:
+            example = seen[_content(clash[0])]
+            raise TaiaError(
+                f"dev and test overlap: {len(clash)} sample(s) of test task {task!r} repeat a question of "
+                f"dev task {dev_task!r} (e.g. {task} {clash[0].id!r} = {dev_task} {example.id!r}); "
+                "pick another dev task or test task"
+            )
+
+
+def _content(sample: Sample) -> tuple[str, tuple[str, ...]]:
+    """What makes two samples the same question: whitespace- and case-insensitive text and options."""
+    norm = " ".join(sample.question.split()).casefold()
+    return norm, tuple(" ".join(o.split()).casefold() for o in sample.options)
+
+
+def changed_tensors(cfg: SearchConfig) -> tuple[ModelMap, list[str], bool]:
+    """The base's module map, the tensor names the fine-tune changes, and whether FFN is MoLoRA."""
+    base_dir = resolve_dir(cfg.base, allow_patterns=CONFIG_ONLY)
+    mm = model_map(base_dir, trust_remote_code=cfg.trust_remote_code)
+    if cfg.finetuned is not None:
+        return mm, list(mm.shapes), False
+    from taia.apply.adapter import group_modules
+    from taia.train.molora import read_molora_tensors
+
+    adapter = resolve_dir(cfg.adapter or "")
+    names = [f"{m.unwrapped}.weight" for m in group_modules(load_adapter(adapter)[1]).values()]
+    molora = read_molora_tensors(adapter)
+    if molora is not None:
+        names += list(molora[1])
+    return mm, names, molora is not None
+
+
+def choose(specs: list[TaiaSpec], results: dict[str, Any], task: str) -> TaiaSpec:
+    """The spec with the best dev score; the first (most preferred) among equals."""
+    sign = -1.0 if results[specs[0].name][task]["metric"] == "attack_success_rate" else 1.0
+    return max(specs, key=lambda s: (sign * results[s.name][task]["score"], -specs.index(s)))
+
+
+def _best_name(spec: TaiaSpec) -> str:
+    return f"best-{spec.name}"
+
+
+def _write_specs(folder: Path, specs: list[TaiaSpec]) -> list[Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for spec in specs:
+        path = folder / f"{spec.name}.yaml"
+        path.write_text(yaml.safe_dump(spec.model_dump(mode="json", by_alias=True), sort_keys=False))
+        paths.append(path)
+    return paths
+
+
+def _write_best(out: Path, spec: TaiaSpec, dev: dict[str, Any]) -> Path:
+    lo, hi = dev["ci95"]
+    note = (
+        f"{spec.description}; dev {dev['metric']} {100 * dev['score']:.1f} [{100 * lo:.1f}, {100 * hi:.1f}]"
+    )
+    best = spec.model_copy(update={"name": _best_name(spec), "description": note})
+    path = out / BEST
+    path.write_text(yaml.safe_dump(best.model_dump(mode="json", by_alias=True), sort_keys=False))
+    return path
+
+
+def _prepare_out(cfg: SearchConfig, out: Path) -> None:
+    """A fresh out dir, or the same search's (resumed); anything else is refused before writing."""
+    saved = out / CONFIG
+    if out.exists() and cfg.overwrite:
+        shutil.rmtree(out)
+    elif saved.is_file():
+        old = yaml.safe_load(saved.read_text()) or {}
+        new = cfg.model_dump(mode="json")
+        changed = sorted(
+            k for k in new.keys() | old.keys() if k not in _RUN_KEYS and old.get(k) != new.get(k)
+        )
+        if changed:
+            raise TaiaError(
+                f"{out} holds another search (it differs in {', '.join(changed)}); use overwrite=true"
+            )
+    elif out.exists() and any(out.iterdir()):
+        raise TaiaError(f"{out} exists and is not a taia search output; use another out")
+    out.mkdir(parents=True, exist_ok=True)
+    saved.write_text(config_yaml(cfg))
