@@ -26,6 +26,7 @@ from typing import Any
 
 from taia.errors import TaiaError
 from taia.eval.config import EvalConfig
+from taia.eval.loracl import ROUTER
 
 PRIMARY = ("acc_norm", "acc", "exact_match", "em", "f1")  # proportions, best first
 Z95 = 1.959963984540054
@@ -41,6 +42,8 @@ def run_lm_eval(
 ) -> dict[str, dict[str, dict[str, Any]]]:
     """results[variant][task] in taia's shape (see the module docstring), lm-eval's files written under
     `cfg.out`. `include_path`: a dir of extra lm-eval task YAMLs (lm-eval's `--include_path`)."""
+    if ROUTER in cfg.variants:  # a router over taia's per-sample rows, which lm-eval does not write
+        raise TaiaError(f"variant {ROUTER!r} needs harness=taia")
     lm_eval = _import_lm_eval()
     if cfg.backend != "hf":
         raise TaiaError("--harness lm-eval runs on the hf backend; drop --backend vllm")

@@ -1,7 +1,9 @@
 """`taia.evaluate(cfg)`: tasks × variants on one loaded model, written as it goes, resumable.
 
 Every task's samples are loaded (and so validated) before the model is; a re-run with the same config
-only answers what is missing, and loads no model at all when nothing is. Exercised by `taia eval`.
+only answers what is missing, and loads no model at all when nothing is. `loracl` (taia.eval.loracl) is a
+router, not a spec: it is answered last, from base's and vanilla's rows and both prompt perplexities.
+Exercised by `taia eval` (e.g. `--variants base,vanilla,taia,loracl`).
 """
 
 from __future__ import annotations
@@ -15,12 +17,13 @@ import yaml
 
 from taia.config import config_yaml
 from taia.errors import TaiaError
+from taia.eval import loracl
 from taia.eval.config import EvalConfig
 from taia.eval.protocol import Choice, Generation, request
 from taia.eval.results import REFERENCES, SampleLog, paired_delta, summarize, table
 from taia.eval.task import LETTERS, Sample, Task
 from taia.eval.tasks import get_task, load_samples
-from taia.eval.variants import resolve_specs
+from taia.eval.variants import resolve_specs, variant_names
 from taia.io.rows import data_root
 from taia.io.timings import LOG, sum_seconds, timed
 from taia.report import versions
@@ -37,6 +40,9 @@ def evaluate(cfg: EvalConfig, samples: dict[str, list[Sample]] | None = None) ->
     test splits with the dev samples carved out."""
     out = Path(cfg.out)
     specs = resolve_specs(cfg.variants)
+    if loracl.ROUTER in cfg.variants:
+        loracl.check(cfg)
+    names = variant_names(cfg.variants, specs)  # specs and the router, in the order given
     tasks = {name: get_task(name) for name in cfg.tasks} if cfg.harness == "taia" else {}
     needy = [v for v, spec in specs.items() if spec.keeps_anything()]
     if needy and cfg.adapter is None and cfg.finetuned is None:
@@ -47,14 +53,17 @@ def evaluate(cfg: EvalConfig, samples: dict[str, list[Sample]] | None = None) ->
         root = data_root(cfg.data_dir)
         samples = {name: load_samples(name, root, cfg.limit, cfg.seed) for name in cfg.tasks}
     _check_out(cfg, out)  # inputs are good: now write
-    logs = {(v, t): SampleLog(out / "samples" / v / f"{t}.jsonl") for v in specs for t in tasks}
+    logs = {(v, t): SampleLog(out / "samples" / v / f"{t}.jsonl") for v in names for t in tasks}
     todo = {k: [s for s in samples[k[1]] if s.id not in log.done()] for k, log in logs.items()}
     if any(todo.values()):
         _answer(cfg, tasks, todo, logs, specs)
-    rows = {(v, t): [logs[v, t].rows[s.id] for s in samples[t]] for v in specs for t in tasks}
+    rows = {(v, t): [logs[v, t].rows[s.id] for s in samples[t]] for v in names for t in tasks}
     results: dict[str, dict[str, Any]] = {
-        v: {t: summarize(tasks[t], rows[v, t], cfg.seed) for t in tasks} for v in specs
+        v: {t: summarize(tasks[t], rows[v, t], cfg.seed) for t in tasks} for v in names
     }
+    if loracl.ROUTER in names:  # how often the router chose the fine-tune: the one number it adds
+        for t in tasks:
+            results[loracl.ROUTER][t]["routed_vanilla"] = loracl.routed_vanilla(rows[loracl.ROUTER, t])
     report = _finish(cfg, out, specs, results, list(tasks), _paired(rows, results, cfg.seed))
     for v, by_task in results.items():
         for t, r in by_task.items():
@@ -89,7 +98,7 @@ def _finish(
 ) -> dict[str, Any]:
     report = {"results": results, "paired": paired or {}, "run": _run_info(cfg, specs)}
     (out / RESULTS).write_text(json.dumps(report, indent=2) + "\n")
-    print(table(results, list(specs), tasks))
+    print(table(results, list(results), tasks))
     return report
 
 
@@ -126,6 +135,11 @@ def _answer(cfg: EvalConfig, tasks: dict[str, Task], todo: dict, logs: dict, spe
             if todo[v, t]:
                 with timed(log, variant=v, task=t, answered=len(todo[v, t])):
                     run_task(backend, task, todo[v, t], cfg, logs[v, t], desc=f"{v}/{t}")
+    for t, task in tasks.items():  # after the loop above: base and vanilla have answered every sample
+        if todo.get((loracl.ROUTER, t)):
+            with timed(log, variant=loracl.ROUTER, task=t, answered=len(todo[loracl.ROUTER, t])):
+                by_variant = {v: logs[v, t] for v in (*loracl.ROUTES, loracl.ROUTER)}
+                loracl.route(backend, variants, task, todo[loracl.ROUTER, t], cfg, by_variant)
 
 
 def run_task(
@@ -184,11 +198,19 @@ def _row(task: Task, sample: Sample, req: Generation, text: str, cfg: EvalConfig
 def _run_info(cfg: EvalConfig, specs: dict) -> dict[str, Any]:
     return {
         "config": cfg.model_dump(mode="json"),
-        "specs": {k: s.model_dump(mode="json", by_alias=True) for k, s in specs.items()},
+        "specs": _specs_info(cfg, specs),
         "git_sha": _git_sha(),
         "seconds": sum_seconds(Path(cfg.out) / LOG, "variant"),
         "versions": versions(("trl", "datasets", "math_verify")),
     }
+
+
+def _specs_info(cfg: EvalConfig, specs: dict) -> dict[str, Any]:
+    """Each variant's spec; the router has none, only a description (which the report prints)."""
+    info = {k: s.model_dump(mode="json", by_alias=True) for k, s in specs.items()}
+    if loracl.ROUTER in cfg.variants:
+        info[loracl.ROUTER] = {"name": loracl.ROUTER, "description": loracl.DESCRIPTION}
+    return info
 
 
 def _git_sha() -> str | None:

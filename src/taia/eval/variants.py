@@ -20,6 +20,7 @@ from taia.apply.adapter import PEFT_PREFIX
 from taia.apply.checkpoint import interpolate
 from taia.classify import map_model
 from taia.errors import TaiaError
+from taia.eval.loracl import ROUTER
 from taia.plan import make_plan
 from taia.spec import TaiaSpec, load_spec
 
@@ -49,12 +50,24 @@ class Variants:
 
 
 def resolve_specs(names: list[str]) -> dict[str, TaiaSpec]:
-    """Variant name → spec: presets by name, YAML files by their stem."""
+    """Variant name → spec: presets by name, YAML files by their stem. `loracl` is no spec (it routes
+    between base and vanilla, `taia.eval.loracl`) and is skipped: the runner handles it."""
     specs = {}
     for name in names:
+        if name == ROUTER:
+            continue
         spec = load_spec(name)
-        specs[spec.name if name.endswith((".yaml", ".yml")) else name] = spec
+        key = spec.name if name.endswith((".yaml", ".yml")) else name
+        if key in specs or key == ROUTER:  # results, logs and the report are keyed by this name
+            raise TaiaError(f"two variants are named {key!r}: give the spec file another name")
+        specs[key] = spec
     return specs
+
+
+def variant_names(names: list[str], specs: dict[str, TaiaSpec]) -> list[str]:
+    """Every variant's key (spec keys and `loracl`) in the order `names` lists them."""
+    keys = iter(specs)
+    return [ROUTER if name == ROUTER else next(keys) for name in names]
 
 
 def load_variants(

@@ -56,7 +56,20 @@ class ExperimentConfig(BaseModel):
             except ValidationError as e:
                 parts = one_line(e, _MODELS[section]).split("; ")
                 raise ValueError("; ".join(f"{section}.{part}" for part in parts)) from None
+        self._check_router()
         return self
+
+    def _check_router(self) -> None:
+        """`loracl` without base or vanilla (or on lm-eval / vLLM) fails now, not after training."""
+        from taia.errors import TaiaError
+        from taia.eval.loracl import ROUTER, check
+
+        ec = self.eval_config()
+        if ROUTER in ec.variants:
+            try:
+                check(ec)
+            except TaiaError as e:
+                raise ValueError(f"eval.variants: {e}") from None
 
     @property
     def run_dir(self) -> Path:

@@ -4,7 +4,8 @@ Generation sorts prompts by length (longest first, so memory trouble shows at on
 little), left-pads, decodes greedily, drops finished rows from the batch every few tokens and cuts the
 text at the first stop string. Scoring runs each distinct context once
 (left-padded batch) and every continuation of it from a copy of its KV cache, summing the
-continuation's token log-probs. Exercised by `taia eval --backend hf`.
+continuation's token log-probs. Prompt perplexity (for the `loracl` variant) runs right-padded batches.
+Exercised by `taia eval --backend hf`.
 """
 
 from __future__ import annotations
@@ -135,6 +136,38 @@ class HFBackend:
                 out[i] = score
         return out
 
+    @torch.inference_mode()
+    def prompt_nll(self, prompts: Sequence[str], desc: str = "perplexity") -> list[tuple[float, int]]:
+        """(sum of −log p(token_t | tokens before t) over t ≥ 1, n − 1) per prompt, tokenised as `generate`
+        sees it (no special tokens added). The first token has nothing before it, so it is not predicted
+        and not counted; a prompt of one token gives (0.0, 0). exp(sum / count) is its perplexity (LoRACL).
+        Batches are right-padded: pads come after every real token, so causal attention keeps them out of
+        the real tokens' logits, and positions need no shift."""
+        encoded = [self.tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
+        order = sorted(range(len(prompts)), key=lambda i: -len(encoded[i]))
+        out: list[tuple[float, int]] = [(0.0, 0)] * len(prompts)
+        batches = list(_token_batches(order, [len(x) for x in encoded], self.batch_size))
+        for idx in tqdm(batches, desc=desc, leave=False):
+            for i, score in zip(idx, self._nll_batch([encoded[i] for i in idx]), strict=True):
+                out[i] = score
+        return out
+
+    def _nll_batch(self, ids: list[list[int]]) -> list[tuple[float, int]]:
+        width = max(map(len, ids))
+        if width < 2:
+            return [(0.0, 0)] * len(ids)
+        pad = self.tokenizer.pad_token_id
+        input_ids = torch.tensor([x + [pad] * (width - len(x)) for x in ids], device=self.device)
+        mask = torch.tensor([[1] * len(x) + [0] * (width - len(x)) for x in ids], device=self.device)
+        logits = self.model(input_ids=input_ids, attention_mask=mask).logits
+        scores = []
+        for row, x in enumerate(ids):  # one row at a time: a float32 log-softmax of the whole batch is big
+            n = len(x)
+            logprobs = torch.log_softmax(logits[row, : n - 1].float(), dim=-1)
+            nll = -logprobs.gather(1, input_ids[row, 1:n, None]).sum() if n > 1 else torch.tensor(0.0)
+            scores.append((float(nll), max(n - 1, 0)))
+        return scores
+
     def _split(self, context: str, continuation: str) -> tuple[list[int], list[int]]:
         """Context and continuation token ids, split where the joint encoding leaves the context's."""
         whole = self.tokenizer(context + continuation, add_special_tokens=False)["input_ids"]
@@ -194,6 +227,22 @@ class HFBackend:
         ).logits
         logprobs = torch.log_softmax(logits.float(), dim=-1).gather(2, ids[:, 1:, None]).squeeze(2)
         return (logprobs * cont_mask[:, 1:]).sum(1)
+
+
+_NLL_TOKENS = 2048  # padded tokens per prompt_nll forward: it keeps every position's logits (× vocab)
+
+
+def _token_batches(order: list[int], lengths: list[int], rows: int) -> Iterator[list[int]]:
+    """`order` (longest first) cut into batches of at most `rows` rows and _NLL_TOKENS padded tokens
+    (a prompt longer than that goes alone)."""
+    batch: list[int] = []
+    for i in order:
+        if batch and (len(batch) == rows or (len(batch) + 1) * lengths[batch[0]] > _NLL_TOKENS):
+            yield batch
+            batch = []
+        batch.append(i)
+    if batch:
+        yield batch
 
 
 def _positions(mask: torch.Tensor) -> torch.Tensor:
