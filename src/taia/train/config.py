@@ -3,13 +3,15 @@
 Defaults are the paper's (arXiv 2405.20192, §5): LoRA r=16, α=32, dropout 0.05, lr 2e-4 (full fine-tuning
 5e-5), one epoch, cosine schedule, 3 % warmup, global batch 128, max length 3072. `method: toa` / `tof` are
 shorthands for LoRA trained only on attention / only on the FFN; `method: full` with `only: attn|ffn` is the
-same ablation as frozen full fine-tuning. Exercised by tests/test_train.py.
+same ablation as frozen full fine-tuning. `regularize:` adds the L2-SP or EWC penalty of the paper's
+continual-learning baselines (Table 2; see `RegularizeOptions`). Exercised by tests/test_train.py and
+tests/test_regularize.py.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -19,6 +21,8 @@ from taia.train.molora import MoLoraConfig
 
 Method = Literal["lora", "full", "molora"]
 Only = Literal["attn", "ffn"]
+RegularizeKind = Literal["l2", "ewc"]
+_KINDS: list[str] = list(get_args(RegularizeKind))
 _SHORTHANDS: dict[str, tuple[str, str]] = {"toa": ("lora", "attn"), "tof": ("lora", "ffn")}
 # SFTConfig fields taia sets itself; `trainer_args` may not override them behind the schema's back.
 _OWNED = frozenset(
@@ -39,6 +43,38 @@ class LoraOptions(BaseModel):
     dropout: float = Field(0.05, ge=0, lt=1)
 
 
+class RegularizeOptions(BaseModel):
+    """`regularize:` pull the trainable parameters θ back towards their values θ0 at the start of training.
+
+    θ0 is taken when the trainer is built: the base weights for full fine-tuning, the seeded initial A/B
+    (and MoLoRA experts/routers) for adapters. The sums run over every trainable parameter element i:
+
+        l2  (L2-SP):  penalty = (λ/2) · Σ_i (θ_i − θ0_i)²
+        ewc:          penalty = (λ/2) · Σ_i F_i · (θ_i − θ0_i)²
+                      F_i = (1/N) Σ_n (∂ℓ_n/∂θ_i |θ0)²       (diagonal empirical Fisher)
+
+    λ = `strength`; ℓ_n is the SFT loss of training row n alone (batch size 1: the mean token NLL over
+    its assistant tokens, the same masked loss as training, dropout off), over the first N =
+    `fisher_samples` rows of the training set. With `fisher_normalize` F is divided by its mean over
+    all elements (mean F = 1, so λ has the scale of l2's). The fisher_* options are ignored by l2 (they
+    stay in the resolved config so that it reads back unchanged). The penalty is added to each optimizer
+    step's loss once and only while training (see taia/train/regularize.py).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+    kind: RegularizeKind
+    strength: float = Field(0.01, gt=0)
+    fisher_samples: int = Field(64, gt=0)
+    fisher_normalize: bool = False
+
+    @field_validator("kind", mode="before")
+    @classmethod
+    def _known_kind(cls, v: Any) -> Any:
+        if isinstance(v, str) and v not in _KINDS:
+            raise ValueError(str(did_you_mean(v, _KINDS, "regularize kind")))
+        return v
+
+
 class TrainConfig(BaseModel):
     """`taia train`: a base model + instruction data → a LoRA adapter, MoLoRA adapter or full checkpoint."""
 
@@ -51,6 +87,7 @@ class TrainConfig(BaseModel):
     only: Only | None = None
     lora: LoraOptions = LoraOptions()
     molora: MoLoraConfig = MoLoraConfig()
+    regularize: RegularizeOptions | None = None  # none by default: plain SFT loss
     lr: float | None = Field(None, gt=0)
     epochs: float = Field(1.0, gt=0)
     max_steps: int | None = Field(None, gt=0)

@@ -6,7 +6,8 @@ Output dir (`out`):
     model*.safetensors + config.json                   full fine-tuning (consolidated)
     tokenizer files, taia_train.yaml (resolved config, written first), loss.jsonl (one line per log step),
     taia_train.json (written last: data manifest, what was trained, steps, loss, tokens/s, versions)
-    checkpoints/                                       Trainer checkpoints while running (for resume=true)
+    checkpoints/                                       Trainer checkpoints while running (for resume=true);
+                                                       with `regularize:` each also holds θ0 / F
 
 Exercised by `taia train cfg.yaml` and tests/test_train.py.
 """
@@ -27,7 +28,7 @@ from taia.errors import TaiaError
 from taia.io.hf import resolve_dir
 from taia.io.rows import data_root
 from taia.report import versions
-from taia.train import callbacks
+from taia.train import callbacks, regularize
 from taia.train.chat import Prepared, prepare, set_chat_template
 from taia.train.config import TrainConfig
 from taia.train.data import mix
@@ -63,6 +64,8 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     trainer = make_trainer(cfg, out, model, tokenizer, prepared)
     if resume_from and cfg.method == "molora":
         callbacks.restore_molora(model, resume_from)
+    if resume_from and cfg.regularize is not None:
+        regularize.restore(trainer.regularizer, resume_from)  # θ0 / F of the run's start, not recomputed
     start = time.perf_counter()
     result = trainer.train(resume_from_checkpoint=resume_from)
     seconds = time.perf_counter() - start
@@ -186,16 +189,21 @@ def make_trainer(cfg: TrainConfig, out: Path, model: Any, tokenizer: Any, prepar
     from trl import SFTTrainer
 
     cls = trainer_cls or SFTTrainer
+    if cfg.regularize is not None:
+        cls = regularize.regularized_trainer(cls)  # composes with MoLoRA's aux loss
     cbs: list[Any] = [callbacks.LossLog(out / LOSS)]
     if cfg.method == "molora":
         cbs.append(callbacks.MoLoraCheckpoints(model, cfg.molora))
-    return cls(
+    trainer = cls(
         model=model,
         args=sft_config(cfg, out, prepared),
         train_dataset=Dataset.from_list(prepared.rows),
         processing_class=tokenizer,
         callbacks=cbs,
     )
+    if cfg.regularize is not None:
+        regularize.attach(trainer, cfg.regularize)  # θ0 (and EWC's Fisher) from the untrained model
+    return trainer
 
 
 def _report(
@@ -217,6 +225,7 @@ def _report(
         "data": manifest,
         "masking": prepared.masking,
         "trained": trained,
+        "regularize": regularize.report(trainer),
         "steps": trainer.state.global_step,
         "train_loss": result.training_loss,
         "first_loss": losses[0] if losses else None,
