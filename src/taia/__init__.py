@@ -34,6 +34,7 @@ _EXPORTS = {
     "ApplyConfig": "taia.config",
     "InspectConfig": "taia.config",
     "inspect": "taia.inspect",
+    "inspect_hidden": "taia.analysis.hidden",
     "TaiaError": "taia.errors",
 }
 __all__ = sorted(_EXPORTS)

@@ -3,6 +3,7 @@
     taia apply --base B (--adapter A | --finetuned F) --out O [--spec taia] [--format adapter|merged]
     taia apply CONFIG.yaml [key=value ...]
     taia inspect (--model M | --base B --adapter A | --base B --finetuned F) [--json]
+    taia inspect --base B (--adapter A | --finetuned F) --hidden-states --tasks T1,T2 [--limit N] [--out O]
     taia train [CONFIG.yaml] [--model M] [--data FILE ...] [--method lora|full|toa|tof|molora] --out O
     taia eval [CONFIG.yaml] [--model M] [--adapter A | --finetuned F] --tasks T1,T2 [--variants ...] --out O
     taia search --base B (--adapter A | --finetuned F) --dev-task T --test-tasks T1,T2 --out O
@@ -60,9 +61,11 @@ def _parser() -> argparse.ArgumentParser:
     ip.add_argument("--adapter")
     ip.add_argument("--finetuned")
     ip.add_argument("--json", dest="json_output", action="store_true", help="print JSON instead of a table")
+    _hidden_args(ip)
     _common(ip)
     _train_parser(sub)
     _eval_parser(sub)
+    _search_parser(sub)
     xp = sub.add_parser(
         "run", help="a whole experiment: train → variants → eval → report (cached, resumable)"
     )
@@ -79,6 +82,20 @@ def _parser() -> argparse.ArgumentParser:
     rp.add_argument("run_dir", help="a run dir (RUN/eval/results.json) or a `taia eval --out` dir")
     rp.add_argument("--no-html", action="store_true", help="skip report.html")
     return parser
+
+
+def _hidden_args(ip: argparse.ArgumentParser) -> None:
+    ip.add_argument(
+        "--hidden-states", action="store_true",
+        help="per-layer cosine to base and rank ratio after attention, per variant, on task prompts",
+    )  # fmt: skip
+    ip.add_argument("--tasks", help="comma-separated tasks whose prompts are the inputs")
+    ip.add_argument("--limit", type=int, help="a seeded subset of at most N prompts per task")
+    ip.add_argument("--variants", help="comma-separated presets or spec files (default vanilla,taia,taif)")
+    ip.add_argument("--protocol", choices=["paper", "standard"], help="prompt protocol (default standard)")
+    ip.add_argument("--batch-size", type=int)
+    ip.add_argument("--data-dir", help="root of local task data (default: $TAIA_DATA_DIR, ../shared/data)")
+    ip.add_argument("--out", help="dir for hidden_states.json / .csv and plots (created; other files kept)")
 
 
 def _eval_parser(sub: Any) -> None:
@@ -172,6 +189,14 @@ def _run_inspect(ns: argparse.Namespace) -> None:
 
     file, overrides = _split_positionals(ns.args)
     cfg = build_config(InspectConfig, file, _flags(ns), overrides)
+    if cfg.hidden_states:
+        from taia.analysis import hidden, report
+
+        result = hidden.inspect_hidden(cfg)
+        print(json.dumps(result, indent=2) if cfg.json_output else report.render(result))
+        if cfg.out and not cfg.json_output:  # --json keeps stdout pure JSON
+            print(f"wrote {cfg.out}")
+        return
     result = inspect(cfg)
     print(json.dumps(result, indent=2) if cfg.json_output else render(result))
 

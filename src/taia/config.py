@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from taia.errors import TaiaError
 from taia.spec import load_mapping, one_line
@@ -58,7 +58,9 @@ class ApplyConfig(BaseModel):
 
 
 class InspectConfig(BaseModel):
-    """`taia inspect`: a model alone, or base + (adapter | fine-tune) with update norms."""
+    """`taia inspect`: a model alone, or base + (adapter | fine-tune) with update norms; with
+    `hidden_states`, also each variant's hidden states against the base's on task prompts
+    (`taia.analysis.hidden`)."""
 
     model_config = ConfigDict(extra="forbid")
     model: str | None = None
@@ -68,6 +70,27 @@ class InspectConfig(BaseModel):
     json_output: bool = False
     allow_pickle: bool = False
     trust_remote_code: bool = False
+    # --hidden-states: per-layer cosine to base and rank ratio after the attention residual
+    hidden_states: bool = False
+    tasks: list[str] | None = None
+    limit: int | None = Field(None, gt=0)
+    variants: list[str] = ["vanilla", "taia", "taif"]  # base is always the reference
+    protocol: Literal["paper", "standard"] = "standard"
+    data_dir: str | None = None
+    chat_template: str | None = None  # as in `taia eval`: prompts are built the same way
+    out: str | None = None
+    batch_size: int = Field(8, gt=0)
+    seed: int = 0
+
+    @model_validator(mode="before")
+    @classmethod
+    def _lists(cls, data: Any) -> Any:
+        return comma_lists(data, ("tasks", "variants"))
+
+    @field_validator("tasks", "variants")
+    @classmethod
+    def _distinct(cls, v: list[str] | None) -> list[str] | None:
+        return distinct_items(v)
 
     @model_validator(mode="after")
     def _sources(self) -> InspectConfig:
@@ -81,7 +104,41 @@ class InspectConfig(BaseModel):
         )
         if not (alone or pair):
             raise ValueError("give --model M, or --base B with exactly one of --adapter A / --finetuned F")
+        if self.hidden_states and not pair:
+            raise ValueError(
+                "hidden_states compares variants with base: give --base B and --adapter A or --finetuned F"
+            )
+        if self.hidden_states and not self.tasks:
+            raise ValueError("hidden_states needs tasks (--tasks csqa,mmlu): their prompts are the inputs")
+        # Compare with the defaults (not with fields_set) so a saved resolved config reads back.
+        stray = [k for k in _HIDDEN_ONLY if getattr(self, k) != type(self).model_fields[k].default]
+        if stray and not self.hidden_states:
+            raise ValueError(f"{', '.join(stray)} only apply with hidden_states (--hidden-states)")
         return self
+
+
+_HIDDEN_ONLY = (
+    "tasks", "limit", "variants", "protocol", "data_dir", "chat_template", "out", "batch_size", "seed",
+)  # fmt: skip
+
+
+def comma_lists(data: Any, keys: tuple[str, ...]) -> Any:
+    """`tasks: gsm8k,csqa` as a list: flags and key=value overrides give comma-separated strings."""
+    if isinstance(data, dict):
+        data = dict(data)
+        for key in keys:
+            if isinstance(data.get(key), str):
+                data[key] = [x.strip() for x in data[key].split(",") if x.strip()]
+    return data
+
+
+def distinct_items(v: list[str] | None) -> list[str] | None:
+    """A non-empty list without repeats (None passes: the field is optional)."""
+    if v is not None and not v:
+        raise ValueError("give at least one")
+    if v is not None and len(set(v)) != len(v):
+        raise ValueError(f"listed twice: {sorted({x for x in v if v.count(x) > 1})}")
+    return v
 
 
 def parse_overrides(items: list[str]) -> dict[str, Any]:

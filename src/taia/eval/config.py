@@ -9,6 +9,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from taia.config import comma_lists, distinct_items
+
 # Keys that change what a stored sample's answer means; a results dir refuses to mix them.
 IDENTITY = (
     "model",
@@ -50,21 +52,12 @@ class EvalConfig(BaseModel):
     @classmethod
     def _lists(cls, data: Any) -> Any:
         """`tasks: gsm8k,csqa` and `variants: base,taia` as comma-separated strings too."""
-        if isinstance(data, dict):
-            data = dict(data)
-            for key in ("tasks", "variants"):
-                if isinstance(data.get(key), str):
-                    data[key] = [x.strip() for x in data[key].split(",") if x.strip()]
-        return data
+        return comma_lists(data, ("tasks", "variants"))
 
     @field_validator("tasks", "variants")
     @classmethod
-    def _non_empty(cls, v: list[str]) -> list[str]:
-        if not v:
-            raise ValueError("give at least one")
-        if len(set(v)) != len(v):
-            raise ValueError(f"listed twice: {sorted({x for x in v if v.count(x) > 1})}")
-        return v
+    def _distinct(cls, v: list[str]) -> list[str]:
+        return distinct_items(v) or []
 
     @model_validator(mode="after")
     def _one_source(self) -> EvalConfig:

@@ -22,7 +22,7 @@ from typing import Any
 
 from taia.errors import TaiaError
 from taia.eval.config import EvalConfig
-from taia.eval.protocol import Choice, request
+from taia.eval.protocol import prompt_text, request
 from taia.eval.results import SampleLog
 from taia.eval.task import Sample, Task
 
@@ -67,11 +67,6 @@ def route(
             routed_row({r: logs[r].rows[s.id] for r in ROUTES}, {r: nll[r][i] for r in ROUTES})
             for i, s in enumerate(chunk)
         ])  # fmt: skip
-
-
-def prompt_text(req: Any) -> str:
-    """The text the model reads before it answers: a choice request's context, else the prompt."""
-    return str(req.context if isinstance(req, Choice) else req.prompt)
 
 
 def _nlls(backend: Any, variants: Any, prompts: list[str], desc: str) -> dict[str, list[float]]:

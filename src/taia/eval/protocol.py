@@ -49,6 +49,12 @@ def request(task: Task, sample: Sample, protocol: Protocol, tokenizer: Any) -> G
     return Generation(chat(tokenizer, f"{sample.question}\n{suffix}"), task.max_new_tokens)
 
 
+def prompt_text(req: Generation | Choice) -> str:
+    """The text the model reads before it answers: a generation prompt, or a choice's shared context
+    (what `loracl` scores for perplexity and `taia inspect --hidden-states` feeds the model)."""
+    return req.context if isinstance(req, Choice) else req.prompt
+
+
 def options_block(options: tuple[str, ...]) -> str:
     return "\n".join(f"{LETTERS[i]}. {text}" for i, text in enumerate(options))
 

@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from taia.config import comma_lists, distinct_items
 from taia.eval.config import EvalConfig
 
 Rest = Literal["base", "finetuned"]
@@ -79,19 +80,17 @@ class SearchConfig(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _lists(cls, data: Any) -> Any:
-        if isinstance(data, dict):
-            data = dict(data)
-            for key in ("test_tasks", "test_variants"):
-                if isinstance(data.get(key), str):
-                    data[key] = [x.strip() for x in data[key].split(",") if x.strip()]
-        return data
+        return comma_lists(data, ("test_tasks", "test_variants"))
+
+    @field_validator("test_tasks", "test_variants")
+    @classmethod
+    def _distinct(cls, v: list[str]) -> list[str]:
+        return distinct_items(v) or []
 
     @model_validator(mode="after")
     def _one_source(self) -> SearchConfig:
         if (self.adapter is None) == (self.finetuned is None):
             raise ValueError("give exactly one of adapter (a PEFT LoRA dir) or finetuned (a full checkpoint)")
-        if not self.test_tasks:
-            raise ValueError("give at least one test task")
         return self
 
     def eval_config(self, out: str, tasks: list[str], variants: list[str]) -> EvalConfig:
