@@ -100,6 +100,11 @@ def test_adapter_grid_merges_rest_choices(models):
     assert same["a1-f0-rft"] == "a1-f0-rbase" and len(specs) + len(same) == 18
     full = distinct(candidates(Grid.model_validate(GRID), mm.num_layers), list(mm.shapes), mm)[0]
     assert len(full) == 18  # a full fine-tune changed the norms too
+    presets = ["base", "vanilla", "taia", "loracl"]
+    assert search_run.twin(make_spec(1, 1, None, "base"), presets, names, mm) == "vanilla"
+    assert search_run.twin(make_spec(1, 1, None, "base"), presets, list(mm.shapes), mm) is None
+    assert search_run.twin(make_spec(1, 1, None, "finetuned"), presets, list(mm.shapes), mm) == "vanilla"
+    assert search_run.twin(make_spec(1, 0, None, "base"), presets, list(mm.shapes), mm) == "taia"
 
 
 @pytest.mark.parametrize("source", ["adapter", "finetuned"])
@@ -116,7 +121,7 @@ def test_search_finds_a_planted_best_spec(tmp_path, models, monkeypatch, source)
     scores = {c["name"]: c["score"] for c in result["candidates"]}
     assert scores[PLANTED.name] == 1.0
     assert max(v for k, v in scores.items() if k != PLANTED.name) < 1.0  # the plant is the only perfect one
-    assert result["best"] == f"best-{PLANTED.name}"
+    assert result["best"] == f"best-{PLANTED.name}" and result["best_same_as"] is None
     best = load_spec(str(tmp_path / "out/best_spec.yaml"))
     assert best.groups == PLANTED.groups
     assert set(result["test"]["results"]) == {"base", "vanilla", "taia", result["best"]}

@@ -27,6 +27,7 @@ def write_search_report(
     dev: dict[str, Any],
     test: dict[str, Any],
     best: str,
+    same_as: str | None = None,
 ) -> dict[str, Any]:
     """Write search.json, search.md, plots/dev_grid.png and OUT/test's report; return search.json."""
     rows = [_candidate(s, dev["results"][s.name][cfg.dev_task], same) for s in specs]
@@ -37,6 +38,7 @@ def write_search_report(
         "equivalent": same,
         "best": best,
         "best_spec": str(out / "best_spec.yaml"),
+        "best_same_as": same_as,  # a test variant that is the same model as the choice, if any
         "test": {"results": test["results"], "paired": test["paired"]},
     }
     (out / "search.json").write_text(json.dumps(result, indent=2) + "\n")
@@ -73,6 +75,11 @@ def render(cfg: SearchConfig, result: dict[str, Any], has_plot: bool) -> str:
         f"Dev: {cfg.dev_task}, {result['dev_n']} samples; {len(rows)} distinct specs "
         f"({len(rows) + len(result['equivalent'])} grid points). Chosen spec: `{result['best_spec']}` "
         f"(dev {metric} {_score(best)}). Ties go to the spec keeping less of the FFN update.",
+        *(
+            ["", f"On this fine-tune the chosen spec is the same model as `{result['best_same_as']}`."]
+            if result["best_same_as"]
+            else []
+        ),
         "",
         "A dev score's CI is wide on a small dev set: a spec that beats TAIA there by less than the CI's "
         "half-width may not beat it on the test set, which is why the test table follows.",

@@ -57,7 +57,8 @@ def search(cfg: SearchConfig) -> dict[str, Any]:
     test_variants = [*cfg.test_variants, str(best_path)]
     test_cfg = cfg.eval_config(str(out / "test"), cfg.test_tasks, test_variants)
     test_report = evaluate(test_cfg, samples=tests)
-    return write_search_report(cfg, out, specs, same, dev_report, test_report, _best_name(best))
+    same_as = twin(best, cfg.test_variants, changed, mm)
+    return write_search_report(cfg, out, specs, same, dev_report, test_report, _best_name(best), same_as)
 
 
 def split(cfg: SearchConfig) -> tuple[list[Sample], dict[str, list[Sample]]]:
@@ -133,9 +134,23 @@ def _write_specs(folder: Path, specs: list[TaiaSpec]) -> list[Path]:
     paths = []
     for spec in specs:
         path = folder / f"{spec.name}.yaml"
-        path.write_text(yaml.safe_dump(spec.model_dump(mode="json", by_alias=True), sort_keys=False))
+        path.write_text(spec_yaml(spec))
         paths.append(path)
     return paths
+
+
+def spec_yaml(spec: TaiaSpec) -> str:
+    return yaml.safe_dump(spec.model_dump(mode="json", by_alias=True), sort_keys=False, allow_unicode=True)
+
+
+def twin(spec: TaiaSpec, variants: list[str], changed: list[str], mm: ModelMap) -> str | None:
+    """The first of `variants` that is the same model as `spec` here (the choice may be plain vanilla)."""
+    from taia.eval.loracl import ROUTER
+    from taia.search.grid import signature
+    from taia.spec import load_spec
+
+    key = signature(spec, changed, mm)
+    return next((v for v in variants if v != ROUTER and signature(load_spec(v), changed, mm) == key), None)
 
 
 def _write_best(out: Path, spec: TaiaSpec, dev: dict[str, Any]) -> Path:
@@ -145,7 +160,7 @@ def _write_best(out: Path, spec: TaiaSpec, dev: dict[str, Any]) -> Path:
     )
     best = spec.model_copy(update={"name": _best_name(spec), "description": note})
     path = out / BEST
-    path.write_text(yaml.safe_dump(best.model_dump(mode="json", by_alias=True), sort_keys=False))
+    path.write_text(spec_yaml(best))
     return path
 
 
