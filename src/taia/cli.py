@@ -98,12 +98,17 @@ def _hidden_args(ip: argparse.ArgumentParser) -> None:
     ip.add_argument("--out", help="dir for hidden_states.json / .csv and plots (created; other files kept)")
 
 
-def _eval_parser(sub: Any) -> None:
-    ep = sub.add_parser("eval", help="evaluate variants (base, vanilla, taia, taif, specs) on tasks")
-    ep.add_argument("--model", help="base model: named, local dir or hub id")
-    src = ep.add_mutually_exclusive_group()
+def _model_args(p: argparse.ArgumentParser, flag: str) -> None:
+    """The base model and at most one fine-tune of it (eval and search take the same)."""
+    p.add_argument(flag, help="base model: named, local dir or hub id")
+    src = p.add_mutually_exclusive_group()
     src.add_argument("--adapter", help="PEFT LoRA (or MoLoRA) adapter dir")
     src.add_argument("--finetuned", help="fully fine-tuned checkpoint dir")
+
+
+def _eval_parser(sub: Any) -> None:
+    ep = sub.add_parser("eval", help="evaluate variants (base, vanilla, taia, taif, specs) on tasks")
+    _model_args(ep, "--model")
     ep.add_argument(
         "--variants", help="comma-separated presets or spec YAML files (default base,vanilla,taia)"
     )
@@ -124,10 +129,7 @@ def _eval_parser(sub: Any) -> None:
 
 def _search_parser(sub: Any) -> None:
     sp = sub.add_parser("search", help="pick the best spec on a dev split, test it on held-out tasks")
-    sp.add_argument("--base", help="base model: named, local dir or hub id")
-    src = sp.add_mutually_exclusive_group()
-    src.add_argument("--adapter", help="PEFT LoRA (or MoLoRA) adapter dir")
-    src.add_argument("--finetuned", help="fully fine-tuned checkpoint dir")
+    _model_args(sp, "--base")
     sp.add_argument("--dev-task", help="task whose seeded subset scores the grid")
     sp.add_argument("--dev-limit", type=int, help="dev samples (default 100)")
     sp.add_argument("--test-tasks", help="comma-separated held-out tasks (the dev task's rest allowed)")

@@ -44,7 +44,7 @@ from taia.errors import TaiaError
 from taia.eval.protocol import prompt_text, request
 from taia.eval.task import Sample
 from taia.eval.tasks import get_task, load_samples
-from taia.eval.variants import Variants, load_variants, resolve_specs
+from taia.eval.variants import Variants, resolve_specs
 from taia.io.rows import data_root
 from taia.spec import TaiaSpec
 
@@ -287,24 +287,11 @@ def result(sums: dict[str, TaskSums], names: list[str], model_type: str, num_lay
 
 def load(cfg: InspectConfig, specs: dict[str, TaiaSpec]) -> tuple[Variants, Any]:
     """The variants on one loaded model, and the tokenizer `taia eval` would use."""
-    from transformers import AutoTokenizer
-
-    from taia.eval.backends import tokenizer_dir
-    from taia.io.hf import resolve_dir
-    from taia.train.chat import set_chat_template
+    from taia.eval.backends import Sources, load_hf_variants, load_tokenizer
 
     assert cfg.base is not None
-    model_dir = resolve_dir(cfg.base)
-    adapter = resolve_dir(cfg.adapter) if cfg.adapter else None
-    finetuned = resolve_dir(cfg.finetuned) if cfg.finetuned else None
-    tok_dir = tokenizer_dir(model_dir, adapter, finetuned)
-    tokenizer = AutoTokenizer.from_pretrained(str(tok_dir), trust_remote_code=cfg.trust_remote_code)
-    set_chat_template(tokenizer, cfg.chat_template, str(tok_dir))
-    dtype: Any = "auto" if torch.cuda.is_available() else torch.float32
-    variants = load_variants(model_dir, adapter, finetuned, specs, dtype)
-    if torch.cuda.is_available():
-        variants.model.to("cuda")
-    return variants, tokenizer
+    src = Sources.resolve(cfg.base, cfg.adapter, cfg.finetuned)
+    return load_hf_variants(src, specs), load_tokenizer(src, cfg.chat_template, cfg.trust_remote_code)
 
 
 def inspect_hidden(cfg: InspectConfig, samples: dict[str, list[Sample]] | None = None) -> dict[str, Any]:

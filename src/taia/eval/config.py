@@ -24,22 +24,13 @@ IDENTITY = (
 )
 
 
-class EvalConfig(BaseModel):
-    """`taia eval`: a model (+ adapter or fine-tune) → variants × tasks → per-sample JSONL + results.json."""
+class EvalOptions(BaseModel):
+    """How questions are asked, answered and scored: shared by `taia eval` and `taia search`."""
 
     model_config = ConfigDict(extra="forbid")
-    model: str = "smollm2-135m-instruct"
-    adapter: str | None = None
-    finetuned: str | None = None
-    variants: list[str] = ["base", "vanilla", "taia"]
-    tasks: list[str]
-    out: str
-    limit: int | None = Field(None, gt=0)
     protocol: Literal["paper", "standard"] = "standard"
     metric_mode: Literal["strict", "flexible", "lenient"] = "strict"
     backend: Literal["hf", "vllm"] = "hf"
-    harness: Literal["taia", "lm-eval"] = "taia"
-    lm_eval_include: str | None = None  # extra lm-eval task YAMLs (lm-eval's --include_path)
     batch_size: int = Field(16, gt=0)
     max_new_tokens: int | None = Field(None, gt=0)  # None: each task's own budget
     data_dir: str | None = None
@@ -47,6 +38,20 @@ class EvalConfig(BaseModel):
     seed: int = 0
     trust_remote_code: bool = False
     overwrite: bool = False
+
+
+class EvalConfig(EvalOptions):
+    """`taia eval`: a model (+ adapter or fine-tune) → variants × tasks → per-sample JSONL + results.json."""
+
+    model: str = "smollm2-135m-instruct"
+    adapter: str | None = None
+    finetuned: str | None = None
+    variants: list[str] = ["base", "vanilla", "taia"]
+    tasks: list[str]
+    out: str
+    limit: int | None = Field(None, gt=0)
+    harness: Literal["taia", "lm-eval"] = "taia"
+    lm_eval_include: str | None = None  # extra lm-eval task YAMLs (lm-eval's --include_path)
 
     @model_validator(mode="before")
     @classmethod

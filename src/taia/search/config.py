@@ -14,7 +14,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from taia.config import comma_lists, distinct_items
-from taia.eval.config import EvalConfig
+from taia.eval.config import EvalConfig, EvalOptions
 
 Rest = Literal["base", "finetuned"]
 
@@ -52,10 +52,10 @@ class Grid(BaseModel):
         return list(dict.fromkeys(v))
 
 
-class SearchConfig(BaseModel):
-    """`taia search`: pick the spec that scores best on a dev split, then test it on held-out tasks."""
+class SearchConfig(EvalOptions):
+    """`taia search`: pick the spec that scores best on a dev split, then test it on held-out tasks;
+    questions are asked and scored as `taia eval` does (`EvalOptions`: protocol, batch_size, …)."""
 
-    model_config = ConfigDict(extra="forbid")
     base: str = "smollm2-135m-instruct"
     adapter: str | None = None
     finetuned: str | None = None
@@ -63,19 +63,9 @@ class SearchConfig(BaseModel):
     dev_limit: int = Field(100, gt=0)
     test_tasks: list[str]
     test_limit: int | None = Field(None, gt=0)
-    test_variants: list[str] = ["base", "vanilla", "taia"]  # shown next to the chosen spec
+    test_variants: list[str] = Field(default_factory=lambda: ["base", "vanilla", "taia"])  # beside the choice
     grid: Grid = Grid()
     out: str
-    protocol: Literal["paper", "standard"] = "standard"
-    metric_mode: Literal["strict", "flexible", "lenient"] = "strict"
-    backend: Literal["hf", "vllm"] = "hf"
-    batch_size: int = Field(16, gt=0)
-    max_new_tokens: int | None = Field(None, gt=0)
-    data_dir: str | None = None
-    chat_template: str | None = None
-    seed: int = 0
-    trust_remote_code: bool = False
-    overwrite: bool = False
 
     @model_validator(mode="before")
     @classmethod
@@ -95,9 +85,7 @@ class SearchConfig(BaseModel):
 
     def eval_config(self, out: str, tasks: list[str], variants: list[str]) -> EvalConfig:
         """The `taia eval` config of one stage (dev or test) of this search."""
-        keys = ("adapter", "finetuned", "protocol", "metric_mode", "backend", "batch_size")
-        more = ("max_new_tokens", "data_dir", "chat_template", "seed", "trust_remote_code")
-        opts = {k: getattr(self, k) for k in (*keys, *more)}
-        return EvalConfig.model_validate(
-            {**opts, "model": self.base, "tasks": tasks, "variants": variants, "out": out}
-        )
+        # `overwrite` is the search's own: it clears OUT, and the stages under it resume
+        opts = self.model_dump(include=set(EvalOptions.model_fields) - {"overwrite"})
+        source = {"model": self.base, "adapter": self.adapter, "finetuned": self.finetuned}
+        return EvalConfig.model_validate({**opts, **source, "tasks": tasks, "variants": variants, "out": out})

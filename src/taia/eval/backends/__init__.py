@@ -5,6 +5,7 @@ Exercised by `taia eval --backend hf|vllm`.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,28 +21,57 @@ def tokenizer_dir(model_dir: Path, adapter: Path | None, finetuned: Path | None)
     return model_dir
 
 
-def make_backend(cfg: EvalConfig, specs: dict[str, Any]) -> tuple[Any, Any]:
-    """(backend, Variants) for the configured model, loaded once."""
-    import torch
+@dataclass(frozen=True)
+class Sources:
+    """The resolved local dirs of a base model and its fine-tune (adapter or full checkpoint)."""
+
+    model: Path
+    adapter: Path | None
+    finetuned: Path | None
+
+    @classmethod
+    def resolve(cls, model: str, adapter: str | None, finetuned: str | None) -> Sources:
+        return cls(
+            resolve_dir(model),
+            resolve_dir(adapter) if adapter else None,
+            resolve_dir(finetuned) if finetuned else None,
+        )
+
+
+def load_tokenizer(src: Sources, chat_template: str | None, trust_remote_code: bool) -> Any:
+    """The tokenizer answers are built with: the fine-tune's own if it saved one, with the chat template."""
     from transformers import AutoTokenizer
 
-    from taia.eval.variants import load_variants
     from taia.train.chat import set_chat_template
 
-    model_dir = resolve_dir(cfg.model)
-    adapter = resolve_dir(cfg.adapter) if cfg.adapter else None
-    finetuned = resolve_dir(cfg.finetuned) if cfg.finetuned else None
-    tok_dir = tokenizer_dir(model_dir, adapter, finetuned)
-    tokenizer = AutoTokenizer.from_pretrained(str(tok_dir), trust_remote_code=cfg.trust_remote_code)
-    set_chat_template(tokenizer, cfg.chat_template, str(tok_dir))
+    tok_dir = tokenizer_dir(src.model, src.adapter, src.finetuned)
+    tokenizer = AutoTokenizer.from_pretrained(str(tok_dir), trust_remote_code=trust_remote_code)
+    set_chat_template(tokenizer, chat_template, str(tok_dir))
+    return tokenizer
+
+
+def load_hf_variants(src: Sources, specs: dict[str, Any]) -> Any:
+    """`Variants` on one transformers model: fp32 on CPU, the checkpoint's dtype on a GPU."""
+    import torch
+
+    from taia.eval.variants import load_variants
+
+    dtype: Any = "auto" if torch.cuda.is_available() else torch.float32
+    variants = load_variants(src.model, src.adapter, src.finetuned, specs, dtype)
+    if torch.cuda.is_available():
+        variants.model.to("cuda")
+    return variants
+
+
+def make_backend(cfg: EvalConfig, specs: dict[str, Any]) -> tuple[Any, Any]:
+    """(backend, Variants) for the configured model, loaded once."""
+    src = Sources.resolve(cfg.model, cfg.adapter, cfg.finetuned)
+    tokenizer = load_tokenizer(src, cfg.chat_template, cfg.trust_remote_code)
     if cfg.backend == "vllm":
         from taia.eval.backends.vllm import make_vllm
 
-        return make_vllm(cfg, model_dir, adapter, finetuned, tokenizer, specs)
+        return make_vllm(cfg, src.model, src.adapter, src.finetuned, tokenizer, specs)
     from taia.eval.backends.hf import HFBackend
 
-    dtype: Any = "auto" if torch.cuda.is_available() else torch.float32
-    variants = load_variants(model_dir, adapter, finetuned, specs, dtype)
-    if torch.cuda.is_available():
-        variants.model.to("cuda")
+    variants = load_hf_variants(src, specs)
     return HFBackend(variants.model, tokenizer, cfg.batch_size), variants
