@@ -148,8 +148,10 @@ def dev_grid_plot(rows: list[dict[str, Any]], out: Path) -> Path | None:
         grid = [[cells.get((a, f), math.nan) for f in ffn] for a in attn]
         ax = fig.add_subplot(1, len(rests), i + 1)
         image = ax.imshow(grid, origin="lower", cmap="viridis", aspect="auto")
-        for (y, x), value in _cells(grid):
-            ax.text(x, y, f"{value:.1f}", ha="center", va="center", color="white", fontsize=8)
+        lo, hi = image.get_clim()
+        for (y, x), value in _cells(grid):  # dark text on viridis' bright upper half, white below
+            color = "black" if hi > lo and (value - lo) / (hi - lo) > 0.6 else "white"
+            ax.text(x, y, f"{value:.1f}", ha="center", va="center", color=color, fontsize=8)
         ax.set_xticks(range(len(ffn)), [f"{f:g}" for f in ffn])
         ax.set_yticks(range(len(attn)), [f"{a:g}" for a in attn])
         ax.set_xlabel("λ ffn (all layers)")
