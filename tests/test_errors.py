@@ -685,3 +685,18 @@ def test_modules_to_save_copy_of_another_shape(llama, tmp_path, capsys):
         "vanilla",
     ]
     fails(capsys, argv, out, "lm_head", "[136, 32]", "[128, 32]")
+
+
+def test_non_finite_finds_nan_and_both_infinities_in_merged_modules_only():
+    from conftest import tiny_model
+    from taia.apply.merged import non_finite
+
+    model = tiny_model("llama")
+    q, k, up = (f"model.layers.0.{m}" for m in ("self_attn.q_proj", "self_attn.k_proj", "mlp.up_proj"))
+    assert non_finite(model, [q, k]) == []
+    with torch.no_grad():
+        model.get_parameter(f"{q}.weight")[0, 0] = float("nan")
+        model.get_parameter(f"{k}.weight")[1, 2] = float("-inf")
+        model.get_parameter(f"{up}.weight")[0, 1] = float("inf")
+    assert non_finite(model, [q, k, up]) == [f"{q}.weight", f"{k}.weight", f"{up}.weight"]
+    assert non_finite(model, [k]) == [f"{k}.weight"]  # modules the merge did not touch are not scanned

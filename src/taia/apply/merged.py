@@ -43,6 +43,22 @@ def merge_adapter(model: nn.Module, config: dict[str, Any], tensors: dict[str, t
         return peft_model.merge_and_unload()
 
 
+def non_finite(model: nn.Module, merged: list[str]) -> list[str]:
+    """Floating-point parameters under the `merged` module paths that hold NaN or ±Inf.
+
+    Only the merged modules can have gained one: a full isfinite pass over the whole model cost ~4 s of a
+    1.2B bf16 merge. aminmax propagates NaN and keeps ±Inf, so its two numbers decide, without isfinite's
+    full-size bool mask (~25× slower)."""
+    prefixes = tuple(f"{m}." for m in merged)
+    bad = []
+    for name, p in model.named_parameters():
+        if p.is_floating_point() and p.numel() and name.startswith(prefixes):
+            lo, hi = torch.aminmax(p.detach())
+            if not (torch.isfinite(lo) and torch.isfinite(hi)):
+                bad.append(name)
+    return bad
+
+
 def apply_adapter_merged(
     base: str | Path,
     adapter: str | Path,
@@ -61,7 +77,7 @@ def apply_adapter_merged(
     model = load_causal_lm(base_dir, opts.get("trust_remote_code", False))
     if fa.kept:
         model = merge_adapter(model, fa.config, fa.tensors)
-    bad = [n for n, p in model.named_parameters() if p.is_floating_point() and not torch.isfinite(p).all()]
+    bad = non_finite(model, [m.replace(".base_layer", "") for m in fa.kept])
     if bad:
         raise TaiaError(f"merging produced NaN/Inf in {len(bad)} tensor(s), e.g. {bad[0]}")
     with atomic_dir(out, overwrite) as tmp:
