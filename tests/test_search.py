@@ -200,3 +200,19 @@ def main_config(overrides: list[str]) -> SearchConfig:
     from taia.config import build_config
 
     return build_config(SearchConfig, None, {}, overrides)
+
+
+def test_out_dir_of_another_search_or_of_something_else_is_refused(tmp_path):
+    cfg = SearchConfig(adapter="a", dev_task="csqa", test_tasks=["mmlu"], out=str(tmp_path / "s"))
+    search_run._prepare_out(cfg, Path(cfg.out))
+    search_run._prepare_out(cfg, Path(cfg.out))  # the same search: resumed
+    other = cfg.model_copy(update={"dev_limit": 7})
+    with pytest.raises(TaiaError, match=r"holds another search .*dev_limit.*overwrite=true"):
+        search_run._prepare_out(other, Path(cfg.out))
+    search_run._prepare_out(other.model_copy(update={"overwrite": True}), Path(cfg.out))
+    stranger = tmp_path / "x"
+    stranger.mkdir()
+    (stranger / "notes.txt").write_text("mine")
+    with pytest.raises(TaiaError, match="not a taia search output"):
+        search_run._prepare_out(cfg.model_copy(update={"out": str(stranger)}), stranger)
+    assert [p.name for p in stranger.iterdir()] == ["notes.txt"]  # nothing written

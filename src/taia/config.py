@@ -200,6 +200,14 @@ def _update_items(items: list[Any], src: dict[str, Any], key: str) -> None:
             items[int(i)] = v
 
 
+def changed_keys(saved: Path, cfg: BaseModel, ignore: tuple[str, ...] = ()) -> list[str]:
+    """Top-level keys whose value in the saved resolved config differs from `cfg`'s, sorted: what keeps a
+    run dir from being resumed with `cfg` (`ignore`: keys that may differ, such as overwrite)."""
+    old = yaml.safe_load(saved.read_text()) or {}
+    new = cfg.model_dump(mode="json")
+    return sorted(k for k in new.keys() | old.keys() if k not in ignore and old.get(k) != new.get(k))
+
+
 def config_yaml(cfg: BaseModel) -> str:
     """A resolved config as YAML that `build_config` reads back unchanged."""
     return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)

@@ -24,7 +24,7 @@ from typing import Any
 import yaml
 
 from taia.classify import ModelMap, model_map
-from taia.config import config_yaml
+from taia.config import changed_keys, config_yaml
 from taia.errors import TaiaError
 from taia.eval.task import Sample
 from taia.eval.tasks import get_task, load_samples
@@ -170,11 +170,7 @@ def _prepare_out(cfg: SearchConfig, out: Path) -> None:
     if out.exists() and cfg.overwrite:
         shutil.rmtree(out)
     elif saved.is_file():
-        old = yaml.safe_load(saved.read_text()) or {}
-        new = cfg.model_dump(mode="json")
-        changed = sorted(
-            k for k in new.keys() | old.keys() if k not in _RUN_KEYS and old.get(k) != new.get(k)
-        )
+        changed = changed_keys(saved, cfg, _RUN_KEYS)
         if changed:
             raise TaiaError(
                 f"{out} holds another search (it differs in {', '.join(changed)}); use overwrite=true"

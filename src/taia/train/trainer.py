@@ -21,9 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from taia.config import config_yaml
+from taia.config import changed_keys, config_yaml
 from taia.errors import TaiaError
 from taia.io.hf import resolve_dir
 from taia.io.rows import data_root
@@ -108,9 +106,7 @@ def _fresh_out(cfg: TrainConfig, out: Path) -> None:
 def _check_same_config(cfg: TrainConfig, saved: Path) -> None:
     if not saved.is_file():
         raise TaiaError(f"{saved.parent} is not a taia training run ({CONFIG} missing); pick another out")
-    old = yaml.safe_load(saved.read_text()) or {}
-    new = cfg.model_dump(mode="json")
-    changed = sorted(k for k in new.keys() | old.keys() if k not in _RUN_KEYS and old.get(k) != new.get(k))
+    changed = changed_keys(saved, cfg, _RUN_KEYS)
     if changed:
         raise TaiaError(f"cannot resume {saved.parent}: the config changed in {', '.join(changed)}")
 
