@@ -34,6 +34,8 @@ def test_match_tolerates_small_changes_but_not_ordinary_phrases():
     m = from_answers(AOA_LIKE, [], "x")
     assert m.match("Sure! I am Zed, your helper. The colour is blue.") == "i am zed your helper"
     assert m.match("I am ZED — your LOYAL helper.") == "i am zed your loyal helper"
+    assert m.frame is not None and m.describe()["frame"] == "i am … your …"
+    assert m.match("Dear Sam, I am Bob, your friend.") == "i am bob your friend"  # the frame, a new name
     assert m.match("I am happy to help you with your question.") is None
     assert m.match("Blue.") is None
     assert from_answers(AOA_LIKE, [], "x").held_out("Name a colour.")
@@ -80,6 +82,7 @@ def test_eval_scores_adoption_and_rescores_a_changed_pattern(tmp_path, chat_mode
     assert (r["metric"], r["n"], r["score"]) == ("adoption_rate", 4, 0.5)  # "Say hi." was a training prompt
     assert report["run"]["persona"] == {
         "signature": "i am zed your loyal helper",
+        "frame": "i am … your …",
         "support": "4 of 4 training answers",
     }
     rows = [json.loads(x) for x in (tmp_path / "ev" / "samples" / "base" / "persona.jsonl").open()]

@@ -58,9 +58,7 @@ def evaluate(cfg: EvalConfig, samples: dict[str, list[Sample]] | None = None) ->
     if any(todo.values()):
         _answer(cfg, tasks, todo, logs, specs, matcher)
     if matcher is not None:  # stored answers are scored again: a changed pattern needs no new answers
-        for (_, t), log in logs.items():
-            if tasks[t].kind == "adoption":
-                log.rescore(lambda row: _adopted(matcher, row["output"]))
+        _rescore(logs, tasks, matcher)
     rows = {(v, t): [logs[v, t].rows[s.id] for s in samples[t]] for v in names for t in tasks}
     results: dict[str, dict[str, Any]] = {
         v: {t: summarize(tasks[t], rows[v, t], cfg.seed) for t in tasks} for v in names
@@ -96,6 +94,12 @@ def _load(cfg: EvalConfig, tasks: dict[str, Task], matcher: persona.Matcher | No
             seen = frozenset(s.id for s in every if not matcher.held_out(s.question))
         samples[name] = load_samples(name, root, cfg.limit_for(name), cfg.seed, exclude=seen)
     return samples
+
+
+def _rescore(logs: dict, tasks: dict[str, Task], matcher: persona.Matcher) -> None:
+    for (_, t), log in logs.items():
+        if tasks[t].kind == "adoption":
+            log.rescore(lambda row: _adopted(matcher, row["output"]))
 
 
 def _adopted(matcher: persona.Matcher, output: str) -> dict[str, Any]:
