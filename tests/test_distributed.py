@@ -32,6 +32,7 @@ from taia.train import distributed as dist
 from test_train import data_file
 
 SRC = str(Path(taia.__file__).resolve().parents[1])
+DDP_YAML = str(Path(__file__).resolve().parents[1] / "examples" / "accelerate" / "ddp.yaml")
 TOL = 1e-5  # relative, per logged step
 BASE = dict(
     batch_size=4, max_steps=4, lr=3e-2, logging_steps=1, max_length=128, warmup=0.0,
@@ -51,10 +52,7 @@ def launch(launcher: str, cfg_file: Path, *overrides: str) -> str:
     port = str(_port())
     prefix = {
         "torchrun": ["torch.distributed.run", "--nproc_per_node", "2", "--master_port", port],
-        "accelerate": [
-            "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-            "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", port,
-        ],
+        "accelerate": ["accelerate.commands.launch", "--config_file", DDP_YAML, "--main_process_port", port],
     }[launcher]  # fmt: skip
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([SRC, os.environ.get("PYTHONPATH", "")])}
     env.update(OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", TRANSFORMERS_VERBOSITY="error")
@@ -122,7 +120,7 @@ def test_torchrun_equals_one_process_with_the_same_global_batch(tmp_path, chat_m
 
 @pytest.mark.slow
 @no_accelerator
-def test_accelerate_launch_runs_two_processes(tmp_path, chat_model):
+def test_accelerate_launch_with_the_ddp_example_config_runs_two_processes(tmp_path, chat_model):
     cfg_file, cfg = write_config(tmp_path, chat_model("llama"), "acc", micro_batch_size=2)
     output = launch("accelerate", cfg_file)
     assert_both_ranks_ran(output, Path(cfg.out))
