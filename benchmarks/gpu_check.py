@@ -5,7 +5,7 @@
    head, vocab 32000) built directly on the device in bf16 (fp32 on CPU), saved with a character-level
    ChatML tokenizer: no download. `--tiny`: 2 layers, hidden 64, vocab 128.
 2. **Train.** `taia.train` (= `taia train`): LoRA on every linear layer, `--steps` steps of batch 8 on
-   synthetic instruction rows; tokens/s is TRL's token count over the seconds of `trainer.train()`.
+   synthetic instruction rows packed into 512-token sequences (64 with `--tiny`); tokens/s is TRL's token count over the seconds of `trainer.train()`.
 3. **Generation.** `taia eval`'s HF backend (`HFBackend.generate`: length-sorted, left-padded batches)
    on the trained adapter's vanilla variant: the same prompts at batch 1 and batched, greedy; the ratio
    of their times and the share of identical texts.
@@ -199,11 +199,12 @@ def train_lora(model_dir: Path, work: Path, steps: int, max_length: int) -> tupl
     from taia.train import TrainConfig, train
 
     data = work / "train.jsonl"
-    data.write_text("".join(json.dumps(r) + "\n" for r in rows(steps * 8)))
+    per_sequence = max(1, max_length // 24)  # rows are ~25-50 tokens: enough to fill every packed sequence
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows(steps * 8 * per_sequence)))
     cfg = TrainConfig(
         model=str(model_dir), data=[{"path": str(data)}], out=str(work / "lora"), max_steps=steps,
-        batch_size=8, micro_batch_size=8, max_length=max_length, logging_steps=1, warmup=0.0,
-        save_steps=10 * steps,  # no checkpoint inside the timed run
+        batch_size=8, micro_batch_size=8, max_length=max_length, packing=True, logging_steps=1,
+        warmup=0.0, save_steps=10 * steps,  # no checkpoint inside the timed run
     )  # fmt: skip
     report = train(cfg)
     keys = ("steps", "tokens", "seconds", "tokens_per_second", "first_loss", "last_loss")
@@ -346,7 +347,7 @@ def run(device: str, tiny: bool, steps: int, work: Path) -> dict[str, Any]:
     model_dir = work / "base"
     results: dict[str, Any] = {"env": environment(device)}
     results["model"] = build_model(model_dir, "tiny" if tiny else "1b", device)
-    adapter, results["train"] = train_lora(model_dir, work, steps, 64 if tiny else 256)
+    adapter, results["train"] = train_lora(model_dir, work, steps, 64 if tiny else 512)
     n, new = (4, 8) if tiny else (32, 64)
     results["generation"] = generation(model_dir, adapter, device, n, new)
     _free(device)

@@ -31,7 +31,10 @@ def on_cpu() -> bool:
     """True for a multi-process launch on a machine without an accelerator: the gloo / CPU route."""
     import torch
 
-    return world_size() > 1 and not torch.accelerator.is_available()
+    if world_size() == 1:
+        return False
+    accelerator = getattr(torch, "accelerator", None)  # torch >= 2.6; CUDA is what older ones know
+    return not (accelerator.is_available() if accelerator is not None else torch.cuda.is_available())
 
 
 def process_state() -> Any:
