@@ -5,7 +5,8 @@
    head, vocab 32000) built directly on the device in bf16 (fp32 on CPU), saved with a character-level
    ChatML tokenizer: no download. `--tiny`: 2 layers, hidden 64, vocab 128.
 2. **Train.** `taia.train` (= `taia train`): LoRA on every linear layer, `--steps` steps of batch 8 on
-   synthetic instruction rows packed into 512-token sequences (64 with `--tiny`); tokens/s is TRL's token count over the seconds of `trainer.train()`.
+   synthetic instruction rows packed into 512-token sequences (64 with `--tiny`); tokens/s is TRL's
+   token count over the seconds of `trainer.train()`.
 3. **Generation.** `taia eval`'s HF backend (`HFBackend.generate`: length-sorted, left-padded batches)
    on the trained adapter's vanilla variant: the same prompts at batch 1 and batched, greedy; the ratio
    of their times and the share of identical texts.
