@@ -95,19 +95,25 @@ def assert_same_losses(a: list[float], b: list[float]) -> None:
 
 @pytest.mark.slow
 @no_accelerator
-@pytest.mark.parametrize("method", ["lora", "full"])
+@pytest.mark.parametrize("method", ["lora", "full", "molora"])
 def test_torchrun_equals_one_process_with_the_same_global_batch(tmp_path, chat_model, method):
     model = chat_model("llama")
-    cfg_file, cfg = write_config(tmp_path, model, "ddp", method=method, micro_batch_size=2)
+    extra = {"molora": {"num_experts": 3, "top_k": 1, "r": 2, "dropout": 0.0}} if method == "molora" else {}
+    cfg_file, cfg = write_config(tmp_path, model, "ddp", method=method, micro_batch_size=2, **extra)
     output = launch("torchrun", cfg_file)
     out = Path(cfg.out)
     assert_both_ranks_ran(output, out)
     one = cfg.model_copy(update={"out": str(tmp_path / "one")})  # 1 process: micro 2 × accumulation 2
     assert train(one)["distributed"]["accumulation"] == 2
     assert_same_losses(losses(out), losses(one.out))
-    weights = "adapter_model.safetensors" if method == "lora" else "model.safetensors"
-    a, b = load_file(str(out / weights)), load_file(str(Path(one.out) / weights))
-    assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], atol=1e-5) for k in a)
+    files = {"lora": ["adapter_model"], "full": ["model"], "molora": ["adapter_model", "molora"]}[method]
+    for name in files:
+        a, b = (load_file(str(Path(d) / f"{name}.safetensors")) for d in (out, one.out))
+        assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], atol=1e-5) for k in a)
+    if method == "molora":  # the aux loss is logged as the mean over both processes' micro-batches
+        aux = [[json.loads(x)["molora_aux_loss"] for x in (Path(d) / "loss.jsonl").read_text().splitlines()]
+               for d in (out, one.out)]  # fmt: skip
+        assert_same_losses(*aux)
     if method == "full":  # the consolidated checkpoint is what `taia apply --finetuned` reads
         from taia.apply import apply
         from taia.config import ApplyConfig

@@ -5,11 +5,13 @@ Output dir (`out`):
     molora.safetensors + molora_config.json            MoLoRA FFN experts and routers (dropped by TAIA)
     model*.safetensors + config.json                   full fine-tuning (consolidated)
     tokenizer files, taia_train.yaml (resolved config, written first), loss.jsonl (one line per log step),
-    taia_train.json (written last: data manifest, what was trained, steps, loss, tokens/s, versions)
+    taia_train.json (written last: data manifest, what was trained, the processes that trained it,
+                    steps, loss, tokens/s, versions)
     checkpoints/                                       Trainer checkpoints while running (for resume=true);
                                                        with `regularize:` each also holds θ0 / F
 
-Exercised by `taia train cfg.yaml` and tests/test_train.py.
+Exercised by `taia train cfg.yaml` and tests/test_train.py; launched in several processes (torchrun,
+accelerate launch) by tests/test_distributed.py.
 """
 
 from __future__ import annotations
