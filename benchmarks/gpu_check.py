@@ -14,17 +14,18 @@
    `switch` per variant, against a fresh model + adapter load and `apply_model` per variant; the outputs
    must match variant by variant.
 5. **Merged apply.** `taia.apply` (= `taia apply --format merged`) of the adapter onto the base.
-6. **Image.** Every requirement of a wheel in `benchmarks/gpu-wheels.txt` must be listed there or come
-   with torch / transformers / peft / accelerate (as declared by the versions installed where it runs);
-   distributions imported beyond both are reported as optional imports (used only because installed).
+6. **Image** (checked first, so a missing package fails in seconds): every requirement of taia and of
+   the wheels in `benchmarks/gpu-wheels.txt` is listed there or in the GPU image (`IMAGE_HAS`, from the
+   device docs), and every installed version satisfies every such requirement.
 
-The GPU image has torch, transformers, peft and accelerate; the rest travels as wheels (≤ 64 MiB, what
-a device call may carry), fetched here and installed there without an index:
+The GPU image ('cuda', Python 3.12) has torch, peft, accelerate, pandas, pyarrow and more, but an older
+transformers and no trl / datasets. The rest travels as wheels (≤ 64 MiB with the repo, what a device
+call carries), fetched here and installed there without an index:
 
-    python benchmarks/gpu_check.py --fetch-wheels .whl/gpu-wheels          # here: pip download --no-deps
-    pip install --no-deps --no-index .whl/gpu-wheels/*.whl                 # on the GPU machine
-    PYTHONPATH=src python benchmarks/gpu_check.py [--json PATH]            # cuda, ~1.1B
-    python benchmarks/gpu_check.py --device cpu --tiny                      # same path in seconds (slow test)
+    python benchmarks/gpu_check.py --fetch-wheels .whl/gpu         # here: pip download --no-deps, cp312
+    python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/gpu/*.whl
+    PYTHONPATH=/tmp/site:src python3 benchmarks/gpu_check.py [--json PATH]   # there: cuda, ~1.1B
+    python benchmarks/gpu_check.py --device cpu --tiny               # the same path in seconds (slow test)
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +48,14 @@ import torch
 
 WHEELS = Path(__file__).with_name("gpu-wheels.txt")
 WHEEL_LIMIT = 64 * 2**20  # bytes a device call carries
-IMAGE = ("torch", "transformers", "peft", "accelerate")
+# What the GPU image holds of taia's (transitive) needs: docs of the device (KINDS.md, "Python packages
+# already there", read 2026-11-17; its transformers is 5.17.0, older than taia's >= 5.23).
+IMAGE_HAS = (
+    "torch", "transformers", "peft", "accelerate", "numpy", "packaging", "pandas", "pyarrow", "psutil",
+    "pyyaml", "jinja2", "huggingface-hub", "filelock", "fsspec", "tqdm", "xxhash", "safetensors",
+    "tokenizers", "regex", "typer", "typing-extensions", "python-dateutil", "six", "requests", "matplotlib",
+)  # fmt: skip
+NOT_ON_THIS_PATH = {"gguf"}  # taia's GGUF import of the embedded model: not used by this script
 VARIANTS = ("base", "vanilla", "taia", "taif")
 SHAPES = {
     "1b": dict(hidden_size=2048, intermediate_size=5632, num_hidden_layers=22, num_attention_heads=32,
@@ -82,24 +90,23 @@ def fetch_wheels(dest: Path, python_version: str) -> int:
     """pip download --no-deps every listed wheel (CPython `python_version`, manylinux x86_64)."""
     platforms = ["manylinux2014_x86_64", "manylinux_2_17_x86_64", "manylinux_2_28_x86_64"]
     cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "-d", str(dest)]
-    cmd += ["--python-version", python_version, *(a for p in platforms for a in ("--platform", p))]
+    cmd += ["--python-version", python_version, "--implementation", "cp"]
+    cmd += [a for p in platforms for a in ("--platform", p)]
     subprocess.run([*cmd, *listed_wheels()], check=True)
     return wheel_bytes(dest)
 
 
 def recorded_bytes(path: Path = WHEELS) -> int:
     """The sizes recorded in gpu-wheels.txt's comments (`# 948,205`), summed."""
-    sizes = re.findall(
-        r"#\s*([\d,]+)\b", "\n".join(line for line in path.read_text().splitlines() if "==" in line)
-    )
-    return sum(int(s.replace(",", "")) for s in sizes)
+    lines = "\n".join(line for line in path.read_text().splitlines() if "==" in line)
+    return sum(int(size.replace(",", "")) for size in re.findall(r"#\s*([\d,]+)\b", lines))
 
 
 def _norm(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
 
 
-def _requires(name: str) -> list[str]:
+def _requirements(name: str) -> list[Any]:
     """`name`'s declared requirements that apply here (markers evaluated, extras left out)."""
     from packaging.requirements import Requirement
 
@@ -107,32 +114,45 @@ def _requires(name: str) -> list[str]:
         reqs = [Requirement(r) for r in md.requires(name) or []]
     except md.PackageNotFoundError:
         return []
-    return [r.name for r in reqs if r.marker is None or r.marker.evaluate({"extra": ""})]
+    return [r for r in reqs if r.marker is None or r.marker.evaluate({"extra": ""})]
 
 
-def _closure(names: Iterable[str]) -> set[str]:
-    """`names` and everything they require, transitively, as declared by the versions installed here."""
-    seen: set[str] = set()
-    todo = list(names)
-    while todo:
-        name = _norm(todo.pop())
-        if name not in seen:
-            seen.add(name)
-            todo += _requires(name)
-    return seen
+def taia_requirements() -> list[Any]:
+    """taia's own dependencies, from pyproject.toml (taia runs from src/ there, not installed)."""
+    from packaging.requirements import Requirement
+
+    try:
+        import tomllib
+    except ImportError:  # Python 3.10: no TOML reader in the standard library; skip this part
+        return []
+    project = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())["project"]
+    return [Requirement(r) for r in project["dependencies"]]
 
 
 def image_check() -> dict[str, Any]:
-    """Is the wheel list complete? Every requirement of a listed wheel must be listed or in the image.
-    Distributions this run imported beyond both are optional imports (used only because installed)."""
-    image = _closure(IMAGE)
+    """Is the wheel list complete, and do the installed versions fit? Every requirement of taia (those it
+    uses on this path) and of a listed wheel must be listed or in the GPU image; every installed version
+    must satisfy every such requirement's specifier."""
     listed = {_norm(w.split("==")[0]) for w in listed_wheels()}
-    missing = sorted(_closure(listed) - image - listed)
-    by_module = md.packages_distributions()
-    imported = {_norm(d) for m in list(sys.modules) for d in by_module.get(m.split(".")[0], [])}
-    optional = sorted(imported - image - listed - {"taia"})
+    have = listed | {_norm(n) for n in IMAGE_HAS}
+    needs = [r for r in taia_requirements() if _norm(r.name) not in NOT_ON_THIS_PATH]
+    needs += [r for name in sorted(listed) for r in _requirements(name)]
+    missing = sorted({_norm(r.name) for r in needs} - have)
+    unmet = sorted({f"{r.name} {_installed(r.name)} (needs {r.specifier})" for r in needs if not _fits(r)})
     return {"wheels_missing_a_requirement": ", ".join(missing) or "none",
-            "optional_imports_beyond": ", ".join(optional) or "none"}  # fmt: skip
+            "versions_unmet": "; ".join(unmet) or "none"}  # fmt: skip
+
+
+def _installed(name: str) -> str | None:
+    try:
+        return md.version(name)
+    except md.PackageNotFoundError:
+        return None
+
+
+def _fits(req: Any) -> bool:
+    version = _installed(req.name)
+    return version is not None and req.specifier.contains(version, prereleases=True)
 
 
 # ---- model and data ----------------------------------------------------------------------------------
@@ -374,7 +394,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
     ap.add_argument("--steps", type=int, default=20, help="LoRA training steps (batch 8)")
     ap.add_argument("--json", type=Path, help="also write the results here")
     ap.add_argument("--fetch-wheels", type=Path, metavar="DIR", help="only download gpu-wheels.txt to DIR")
-    ap.add_argument("--python-version", default="3.11", help="the GPU image's Python, for --fetch-wheels")
+    ap.add_argument("--python-version", default="3.12", help="the GPU image's Python, for --fetch-wheels")
     args = ap.parse_args(argv)
     if args.fetch_wheels:
         total = fetch_wheels(args.fetch_wheels, args.python_version)
@@ -382,6 +402,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
         return None
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         sys.exit("gpu_check: no CUDA device here; use --device cpu --tiny for the CPU run")
+    problems = {k: v for k, v in image_check().items() if v != "none"}
+    if problems:  # fail in seconds, not after building a 1B model
+        sys.exit(f"gpu_check: {problems}")
     with tempfile.TemporaryDirectory(prefix="gpu_check-") as tmp:
         results = run(args.device, args.tiny, args.steps, Path(tmp))
     print(table(results))
