@@ -19,6 +19,7 @@ import socket
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -182,3 +183,24 @@ def test_sharding_on_cpu_processes_is_refused_before_writing(tmp_path, chat_mode
     with pytest.raises(TaiaError, match=f"asks for {name}"):
         train(cfg)
     assert not Path(cfg.out).exists()
+
+
+def _fake_trainer(world_size: int, fsdp: bool = False) -> SimpleNamespace:
+    state = SimpleNamespace(distributed_type=SimpleNamespace(value="MULTI_GPU"), backend="nccl")
+    args = SimpleNamespace(
+        world_size=world_size, parallel_mode="not_parallel", distributed_state=state,
+        per_device_train_batch_size=2, gradient_accumulation_steps=1,
+    )  # fmt: skip
+    return SimpleNamespace(args=args, is_fsdp_enabled=fsdp, is_deepspeed_enabled=False)
+
+
+def test_a_trainer_that_misses_launched_processes_is_refused(monkeypatch):
+    """The failure of issue 14: each launched process would train its own copy."""
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(TaiaError, match="started 2 processes but the trainer sees 1"):
+        dist.check_processes(_fake_trainer(1))
+    dist.check_processes(_fake_trainer(2))  # joined: fine
+    monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")
+    with pytest.raises(TaiaError, match="asked for FSDP, but the trainer runs MULTI_GPU"):
+        dist.check_processes(_fake_trainer(2))
+    dist.check_processes(_fake_trainer(2, fsdp=True))
