@@ -9,7 +9,8 @@ accelerator, accelerate only treats those processes as one job when it is told t
 "no distribution", and every process trains its own copy with no gradient sync (transformers' warning
 "process group is initialized, but parallel_mode != ParallelMode.DISTRIBUTED"). This module makes that
 choice once, for both the early state that guards `out` and the trainer, and refuses a run whose trainer
-does not see every launched process.
+does not see every launched process. accelerate shards (FSDP, DeepSpeed) only across accelerators: such a
+launch on CPU processes would quietly become plain DDP, so it is refused before anything is written.
 
 Exercised by tests/test_distributed.py (torchrun and accelerate launch, 2 processes over gloo).
 """
