@@ -18,13 +18,10 @@
    the wheels in `benchmarks/gpu-wheels.txt` is listed there or in the GPU image (`IMAGE_HAS`, from the
    device docs), and every installed version satisfies every such requirement.
 
-The GPU image ('cuda', Python 3.12) has torch, peft, accelerate, pandas, pyarrow and more, but an older
-transformers and no trl / datasets. The rest travels as wheels (≤ 64 MiB with the repo, what a device
-call carries), fetched here and installed there without an index:
+The GPU image lacks some of taia's packages; they travel as the wheels in `benchmarks/gpu-wheels.txt`
+(how to fetch, carry and install them: there and in benchmarks/README.md).
 
-    python benchmarks/gpu_check.py --fetch-wheels .whl/gpu         # here: pip download --no-deps, cp312
-    python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/gpu/*.whl
-    PYTHONPATH=/tmp/site:src python3 benchmarks/gpu_check.py [--json PATH]   # there: cuda, ~1.1B
+    PYTHONPATH=/tmp/site:src python3 benchmarks/gpu_check.py [--json PATH]   # on the GPU: cuda, ~1.1B
     python benchmarks/gpu_check.py --device cpu --tiny               # the same path in seconds (slow test)
 """
 
@@ -67,9 +64,6 @@ CHATML = (
     "{% for m in messages %}{{ '<|im_start|>' + m['role'] + '\\n' + m['content'] + '<|im_end|>\\n' }}"
     "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
 )
-
-
-# ---- wheels ------------------------------------------------------------------------------------------
 
 
 def listed_wheels(path: Path = WHEELS) -> list[str]:
@@ -144,18 +138,11 @@ def image_check() -> dict[str, Any]:
 
 
 def _installed(name: str) -> str | None:
-    try:
-        return md.version(name)
-    except md.PackageNotFoundError:
-        return None
+    return next((d.version for d in md.distributions(name=name)), None)
 
 
 def _fits(req: Any) -> bool:
-    version = _installed(req.name)
-    return version is not None and req.specifier.contains(version, prereleases=True)
-
-
-# ---- model and data ----------------------------------------------------------------------------------
+    return (v := _installed(req.name)) is not None and req.specifier.contains(v, prereleases=True)
 
 
 def tokenizer(vocab_size: int) -> Any:
@@ -211,9 +198,6 @@ def rows(n: int, seed: int = 0) -> list[dict[str, str]]:
 
 def _since(start: float) -> float:
     return round(time.perf_counter() - start, 2)
-
-
-# ---- the checks --------------------------------------------------------------------------------------
 
 
 def train_lora(model_dir: Path, work: Path, steps: int, max_length: int) -> tuple[Path, dict[str, Any]]:
@@ -350,9 +334,6 @@ def _free(device: str) -> None:
     gc.collect()
     if device.startswith("cuda"):
         torch.cuda.empty_cache()
-
-
-# ---- main --------------------------------------------------------------------------------------------
 
 
 def environment(device: str) -> dict[str, Any]:
