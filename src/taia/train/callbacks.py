@@ -77,7 +77,10 @@ def molora_trainer(coef: float) -> type:
                 return loss
             # As TRL does for MoE aux losses: with num_items_in_batch the Trainer leaves accumulation to us.
             steps = self.current_gradient_accumulation_steps if num_items_in_batch is not None else 1
-            self._metrics["train"]["molora_aux_loss"].append(aux.item())
+            # the mean over every process's micro-batch, as TRL logs its own MoE aux loss
+            self._metrics["train"]["molora_aux_loss"].append(
+                self.accelerator.gather_for_metrics(aux.detach()).mean().item()
+            )
             if return_outputs:
                 return loss[0] + coef * aux / steps, loss[1]
             return loss + coef * aux / steps

@@ -5,17 +5,18 @@ Output dir (`out`):
     molora.safetensors + molora_config.json            MoLoRA FFN experts and routers (dropped by TAIA)
     model*.safetensors + config.json                   full fine-tuning (consolidated)
     tokenizer files, taia_train.yaml (resolved config, written first), loss.jsonl (one line per log step),
-    taia_train.json (written last: data manifest, what was trained, steps, loss, tokens/s, versions)
+    taia_train.json (written last: data manifest, what was trained, the processes that trained it,
+                    steps, loss, tokens/s, versions)
     checkpoints/                                       Trainer checkpoints while running (for resume=true);
                                                        with `regularize:` each also holds θ0 / F
 
-Exercised by `taia train cfg.yaml` and tests/test_train.py.
+Exercised by `taia train cfg.yaml` and tests/test_train.py; launched in several processes (torchrun,
+accelerate launch) by tests/test_distributed.py.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import time
 from pathlib import Path
@@ -26,7 +27,7 @@ from taia.errors import TaiaError
 from taia.io.hf import resolve_dir
 from taia.io.rows import data_root
 from taia.report import versions
-from taia.train import callbacks, regularize
+from taia.train import callbacks, distributed, regularize
 from taia.train.chat import Prepared, prepare, set_chat_template
 from taia.train.config import TrainConfig
 from taia.train.data import mix
@@ -41,13 +42,12 @@ _RUN_KEYS = ("resume", "overwrite")  # may differ between a run and its resumpti
 
 def train(cfg: TrainConfig) -> dict[str, Any]:
     """Train as configured and return the report also written to `out/taia_train.json`."""
-    from accelerate import PartialState
-
-    state = PartialState()  # one per process under `accelerate launch`; a no-op state otherwise
+    distributed.preflight()
+    state = distributed.process_state()  # one per launched process; a no-op state without a launcher
     out = Path(cfg.out)
     resuming = check_out(cfg, out)
     state.wait_for_everyone()  # every process has read `out` before the main one writes to it
-    batch_plan(cfg, _world_size())
+    batch_plan(cfg, distributed.world_size())
     model_dir = resolve_dir(cfg.model)
     mixture = mix(cfg.data, data_root(cfg.data_dir), cfg.seed, cfg.limit)
     tokenizer = load_tokenizer(cfg, model_dir)
@@ -55,6 +55,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     resume_from = _last_checkpoint(out) if resuming else None
     if not resuming and state.is_main_process:
         _fresh_out(cfg, out)  # only now that the inputs are known to be good
+    state.wait_for_everyone()
     from transformers import set_seed
 
     set_seed(cfg.seed)  # LoRA / expert initialisation is part of the seeded run
@@ -68,18 +69,23 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     result = trainer.train(resume_from_checkpoint=resume_from)
     seconds = time.perf_counter() - start
     trainer.save_model(str(out))  # every process: ZeRO-3 / FSDP gather the consolidated weights here
-    if not trainer.is_world_process_zero():
-        return {}
+    report: dict[str, Any] = {}
+    if trainer.is_world_process_zero():  # exactly one process writes the rest of the output
+        report = _report(cfg, model_dir, mixture.manifest, prepared, trained, trainer, result, seconds)
+        _write_output(cfg, out, model, trainer, report)
+    state.wait_for_everyone()  # the others wait here until the main process has written it
+    return report
+
+
+def _write_output(cfg: TrainConfig, out: Path, model: Any, trainer: Any, report: dict[str, Any]) -> None:
     if cfg.method == "molora":
         from taia.train.molora import save_molora
 
         save_molora(model, out, cfg.molora)
-    report = _report(cfg, model_dir, mixture.manifest, prepared, trained, trainer, result, seconds)
     callbacks.write_loss_log(out / LOSS, trainer.state.log_history)
     if not cfg.keep_checkpoints:
         shutil.rmtree(out / CHECKPOINTS, ignore_errors=True)
     (out / RESULT).write_text(json.dumps(report, indent=2) + "\n")
-    return report
 
 
 def check_out(cfg: TrainConfig, out: Path) -> bool:
@@ -142,21 +148,18 @@ def batch_plan(cfg: TrainConfig, world_size: int) -> tuple[int, int]:
     return micro, accumulation
 
 
-def _world_size() -> int:
-    return int(os.environ.get("WORLD_SIZE", "1"))  # set by accelerate / torchrun launchers
-
-
 def sft_config(cfg: TrainConfig, out: Path, prepared: Prepared) -> Any:
     import torch
     from trl import SFTConfig
 
-    micro, accumulation = batch_plan(cfg, _world_size())
+    micro, accumulation = batch_plan(cfg, distributed.world_size())
     options: dict[str, Any] = {
         "save_strategy": "steps", "save_steps": cfg.save_steps, "save_total_limit": 2,
         "logging_steps": cfg.logging_steps, "report_to": "none", "weight_decay": cfg.weight_decay,
         "activation_checkpointing": cfg.activation_checkpointing,
         "bf16": torch.cuda.is_available() and torch.cuda.is_bf16_supported(),
         "dataloader_pin_memory": torch.cuda.is_available(),
+        **distributed.trainer_options(cfg.trainer_args),
         **cfg.trainer_args,
     }  # fmt: skip
     return SFTConfig(
@@ -197,6 +200,8 @@ def make_trainer(cfg: TrainConfig, out: Path, model: Any, tokenizer: Any, prepar
         processing_class=tokenizer,
         callbacks=cbs,
     )
+    distributed.check_processes(trainer)
+    distributed.announce(trainer.args)
     if cfg.regularize is not None:
         regularize.attach(trainer, cfg.regularize)  # θ0 (and EWC's Fisher) from the untrained model
     return trainer
@@ -221,6 +226,7 @@ def _report(
         "data": manifest,
         "masking": prepared.masking,
         "trained": trained,
+        "distributed": distributed.describe(trainer.args),
         "regularize": regularize.report(trainer),
         "steps": trainer.state.global_step,
         "train_loss": result.training_loss,
