@@ -10,7 +10,9 @@
     taia run EXPERIMENT.yaml [key=value ...]
     taia report RUN_DIR [--no-html]
 
-User errors print one line (`taia: error: …`) and exit 2. Exercised by tests/test_cli.py.
+Flags and `key=value` overrides may come in any order. User errors — bad flags, bad configs, bad inputs,
+and file-system errors such as a full disk — print one line (`taia: error: …`) and exit 2. Exercised by
+tests/test_cli.py and tests/test_refusals.py.
 """
 
 from __future__ import annotations
@@ -20,9 +22,17 @@ import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from taia.errors import TaiaError
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse's own errors as the one line every other error is (sub-commands inherit the class)."""
+
+    def error(self, message: str) -> NoReturn:
+        verb = self.prog.removeprefix("taia").strip()
+        self.exit(2, f"taia: error: {verb + ': ' if verb else ''}{message}\n")
 
 
 def _split_positionals(items: list[str]) -> tuple[str | None, list[str]]:
@@ -40,9 +50,7 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="taia", description="Train all, infer with the fine-tuned attention."
-    )
+    parser = _Parser(prog="taia", description="Train all, infer with the fine-tuned attention.")
     sub = parser.add_subparsers(dest="command", required=True)
     ap = sub.add_parser("apply", help="build a TAIA adapter or checkpoint from base + fine-tune")
     ap.add_argument("--base", help="base model dir or hub id")
@@ -54,6 +62,10 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--format", choices=["adapter", "merged"], help="output for adapters (default: adapter)")
     ap.add_argument("--overwrite", action="store_true", help="replace an existing output dir")
     ap.add_argument("--max-shard-size", help="merged output shard size, e.g. 5GB")
+    ap.add_argument(
+        "--skip-finite-check", action="store_true",
+        help="full checkpoints: do not scan the written tensors for NaN/Inf (inputs you trust)",
+    )  # fmt: skip
     _common(ap)
     ip = sub.add_parser("inspect", help="parameter counts and update norms per group and layer")
     ip.add_argument("--model")
@@ -138,8 +150,7 @@ def _search_parser(sub: Any) -> None:
     sp.add_argument("--data-dir", help="root of local task data (default: $TAIA_DATA_DIR, ../shared/data)")
     sp.add_argument("--out", help="output dir (re-running resumes)")
     sp.add_argument("--overwrite", action="store_true", help="delete --out first")
-    sp.add_argument("args", nargs="*", metavar="[CONFIG.yaml] [key=value]", help="config file and overrides")
-    sp.add_argument("--trust-remote-code", action="store_true")
+    _common(sp)
 
 
 def _train_parser(sub: Any) -> None:
@@ -225,8 +236,7 @@ def _run_eval(ns: argparse.Namespace) -> None:
     from taia.eval import EvalConfig, evaluate
 
     file, overrides = _split_positionals(ns.args)
-    flags = {k: v for k, v in _flags(ns).items() if k != "allow_pickle"}
-    cfg = build_config(EvalConfig, file, flags, overrides)
+    cfg = build_config(EvalConfig, file, _flags(ns), overrides)
     evaluate(cfg)
     print(f"wrote {cfg.out}")
 
@@ -285,12 +295,33 @@ _COMMANDS = {
 }  # fmt: skip
 
 
+def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """Flags and positionals intermixed: argparse hands back the positionals (overrides) that follow a
+    flag as extras; they join the others in order. An unknown flag is still an error."""
+    parser = _parser()
+    ns, extra = parser.parse_known_args(argv)
+    flags = [x for x in extra if x.startswith("-")]
+    if flags or (extra and not isinstance(getattr(ns, "args", None), list)):
+        parser.error(f"unrecognized arguments: {' '.join(flags or extra)}")
+    if extra:
+        ns.args = [*ns.args, *extra]
+    return ns
+
+
+def _one_line(text: str) -> str:
+    return " ".join(line.strip() for line in text.splitlines() if line.strip())
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    ns = _parser().parse_args(argv)
+    ns = parse(argv)
     try:
         _COMMANDS[ns.command](ns)
     except TaiaError as e:
-        print(f"taia: error: {e}", file=sys.stderr)
+        print(f"taia: error: {_one_line(str(e))}", file=sys.stderr)
+        return 2
+    except OSError as e:  # a full disk or a read-only mount anywhere outside the atomic writers
+        where = f" ({e.filename})" if e.filename else ""
+        print(f"taia: error: {_one_line(str(e.strerror or e))}{where}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("taia: interrupted", file=sys.stderr)

@@ -55,6 +55,16 @@ def resolve_dir(path_or_id: str | Path, allow_patterns: list[str] | None = None)
         raise TaiaError(f"cannot fetch {path_or_id} from the hub: {type(e).__name__}: {e}") from None
 
 
+def load_kwargs(allow_pickle: bool, trust_remote_code: bool) -> dict[str, Any]:
+    """The pickle rule and remote-code choice, spelled out for every `from_pretrained` of weights:
+    safetensors only unless pickle is allowed, and pickle only through weights_only=True."""
+    return {
+        "use_safetensors": None if allow_pickle else True,
+        "weights_only": True,
+        "trust_remote_code": trust_remote_code,
+    }
+
+
 def load_config(path_or_id: str | Path, trust_remote_code: bool = False) -> Any:
     from transformers import AutoConfig
 
