@@ -193,6 +193,9 @@ def summary_table(report: dict[str, Any]) -> str:
             lines.append(f"{group:8} {action:9} {c['tensors']:>8} {c['params']:>14,}")
     if report.get("dropped_modules"):
         lines.append(f"dropped {len(report['dropped_modules'])} adapter modules (listed in taia_report.json)")
+    if report.get("extrapolated"):
+        lams = ", ".join(f"{k}={v:g}" for k, v in report["extrapolated"].items())
+        lines.append(f"note: λ outside [0, 1] (extrapolation, recorded in taia_report.json): {lams}")
     return "\n".join(lines)
 
 

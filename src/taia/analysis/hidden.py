@@ -302,20 +302,19 @@ def inspect_hidden(cfg: InspectConfig, samples: dict[str, list[Sample]] | None =
     `samples` (task → samples) replaces loading `cfg.tasks` from the data root."""
     from taia.analysis.report import write_outputs
 
-    assert cfg.tasks is not None
+    assert cfg.tasks is not None and cfg.base is not None
     tasks = {name: get_task(name) for name in cfg.tasks}
+    specs = resolve_specs(cfg.variants)  # spec files are named by their stem
+    names = list(specs)
+    check_inputs(
+        cfg.base, cfg.adapter, cfg.finetuned, list(specs.values()),
+        allow_pickle=cfg.allow_pickle, trust_remote_code=cfg.trust_remote_code,
+    )  # fmt: skip
     if samples is None:
         root = data_root(cfg.data_dir)
         samples = {name: load_samples(name, root, cfg.limit, cfg.seed) for name in cfg.tasks}
     if cfg.out and Path(cfg.out).exists() and not Path(cfg.out).is_dir():
         raise TaiaError(f"out {cfg.out} exists and is not a directory")
-    specs = resolve_specs(cfg.variants)  # spec files are named by their stem
-    names = list(specs)
-    assert cfg.base is not None
-    check_inputs(
-        cfg.base, cfg.adapter, cfg.finetuned, list(specs.values()),
-        allow_pickle=cfg.allow_pickle, trust_remote_code=cfg.trust_remote_code,
-    )  # fmt: skip
     variants, tokenizer = load(cfg, {**resolve_specs([REF]), **specs})
     prompts = {
         name: [prompt_text(request(tasks[name], s, cfg.protocol, tokenizer)) for s in samples[name]]

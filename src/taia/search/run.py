@@ -47,8 +47,8 @@ def search(cfg: SearchConfig) -> dict[str, Any]:
     from taia.search.report import write_search_report
 
     out = Path(cfg.out)
+    mm, changed, molora = changed_tensors(cfg)  # checks the inputs first, as every verb does
     dev, tests = split(cfg)
-    mm, changed, molora = changed_tensors(cfg)
     specs, same = distinct(candidates(cfg.grid, mm.num_layers, molora), changed, mm)
     _prepare_out(cfg, out)
     paths = _write_specs(out / "specs", specs)

@@ -11,7 +11,7 @@ tests/test_regularize.py.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Literal, get_args
+from typing import Any, ClassVar, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -110,6 +110,24 @@ class TrainConfig(BaseModel):
     resume: bool = False
     overwrite: bool = False
     trainer_args: dict[str, Any] = {}
+
+    # What other tools (TRL, transformers, LLaMA-Factory) call some of these keys: "did you mean" hints.
+    KEY_HINTS: ClassVar[dict[str, str]] = {
+        "learning_rate": "lr", "num_train_epochs": "epochs", "lr_scheduler_type": "scheduler",
+        "warmup_ratio": "warmup", "per_device_train_batch_size": "micro_batch_size",
+        "gradient_checkpointing": "activation_checkpointing", "max_seq_length": "max_length",
+        "cutoff_len": "max_length", "model_name_or_path": "model", "output_dir": "out", "dataset": "data",
+        "finetuning_type": "method", "lora_rank": "lora.r", "lora_r": "lora.r", "lora_alpha": "lora.alpha",
+        "lora_dropout": "lora.dropout",
+    }  # fmt: skip
+
+    @field_validator("method", mode="before")
+    @classmethod
+    def _known_method(cls, v: Any) -> Any:
+        known = [*get_args(Method), *_SHORTHANDS]  # toa / tof are rewritten before this runs
+        if isinstance(v, str) and v not in known:
+            raise ValueError(str(did_you_mean(v, known, "method")))
+        return v
 
     @model_validator(mode="before")
     @classmethod
