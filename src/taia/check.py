@@ -7,7 +7,7 @@ a missing, truncated or corrupt weights file; a fine-tune of another architectur
 modules or shapes do not fit the base; a spec whose layer range the model does not have; and, for a full
 fine-tune under each spec (`full_plan`), a tensor the spec takes from a checkpoint that lacks it, an extra
 fine-tune tensor that no override assigns, or a shape or dtype kind that differs from the base's.
-Exercised by tests/test_refusals.py (the table in docs/refusals.md).
+Exercised by tests/test_refusals.py and tests/test_refusals_verbs.py (the table in docs/refusals.md).
 """
 
 from __future__ import annotations

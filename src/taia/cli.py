@@ -52,21 +52,7 @@ def _common(p: argparse.ArgumentParser) -> None:
 def _parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="taia", description="Train all, infer with the fine-tuned attention.")
     sub = parser.add_subparsers(dest="command", required=True)
-    ap = sub.add_parser("apply", help="build a TAIA adapter or checkpoint from base + fine-tune")
-    ap.add_argument("--base", help="base model dir or hub id")
-    src = ap.add_mutually_exclusive_group()
-    src.add_argument("--adapter", help="PEFT LoRA adapter dir")
-    src.add_argument("--finetuned", help="fully fine-tuned checkpoint dir")
-    ap.add_argument("--out", help="output dir (written atomically)")
-    ap.add_argument("--spec", help="preset (taia, taia-ref, taif, vanilla, base) or a YAML file")
-    ap.add_argument("--format", choices=["adapter", "merged"], help="output for adapters (default: adapter)")
-    ap.add_argument("--overwrite", action="store_true", help="replace an existing output dir")
-    ap.add_argument("--max-shard-size", help="merged output shard size, e.g. 5GB")
-    ap.add_argument(
-        "--skip-finite-check", action="store_true",
-        help="full checkpoints: do not scan the written tensors for NaN/Inf (inputs you trust)",
-    )  # fmt: skip
-    _common(ap)
+    _apply_parser(sub)
     ip = sub.add_parser("inspect", help="parameter counts and update norms per group and layer")
     ip.add_argument("--model")
     ip.add_argument("--base")
@@ -94,6 +80,24 @@ def _parser() -> argparse.ArgumentParser:
     rp.add_argument("run_dir", help="a run dir (RUN/eval/results.json) or a `taia eval --out` dir")
     rp.add_argument("--no-html", action="store_true", help="skip report.html")
     return parser
+
+
+def _apply_parser(sub: Any) -> None:
+    ap = sub.add_parser("apply", help="build a TAIA adapter or checkpoint from base + fine-tune")
+    ap.add_argument("--base", help="base model dir or hub id")
+    src = ap.add_mutually_exclusive_group()
+    src.add_argument("--adapter", help="PEFT LoRA adapter dir")
+    src.add_argument("--finetuned", help="fully fine-tuned checkpoint dir")
+    ap.add_argument("--out", help="output dir (written atomically)")
+    ap.add_argument("--spec", help="preset (taia, taia-ref, taif, vanilla, base) or a YAML file")
+    ap.add_argument("--format", choices=["adapter", "merged"], help="output for adapters (default: adapter)")
+    ap.add_argument("--overwrite", action="store_true", help="replace an existing output dir")
+    ap.add_argument("--max-shard-size", help="merged output shard size, e.g. 5GB")
+    ap.add_argument(
+        "--skip-finite-check", action="store_true",
+        help="full checkpoints: do not scan the written tensors for NaN/Inf (inputs you trust)",
+    )  # fmt: skip
+    _common(ap)
 
 
 def _hidden_args(ip: argparse.ArgumentParser) -> None:
@@ -166,8 +170,7 @@ def _train_parser(sub: Any) -> None:
     tp.add_argument("--limit", type=int, help="use at most this many training rows")
     tp.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
     tp.add_argument("--overwrite", action="store_true", help="delete --out and train from scratch")
-    tp.add_argument("args", nargs="*", metavar="[CONFIG.yaml] [key=value]", help="config file and overrides")
-    tp.add_argument("--trust-remote-code", action="store_true")
+    _common(tp)
 
 
 def _flags(ns: argparse.Namespace) -> dict[str, Any]:

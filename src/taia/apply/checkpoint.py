@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from taia.check import check_inputs
+from taia.check import Inputs, check_inputs
 from taia.errors import TaiaError
 from taia.io.atomic import atomic_dir, check_output
 from taia.io.checkpoint import SAFE_INDEX, SAFE_SINGLE, Checkpoint, Item, TensorRef, write_index, write_shard
@@ -60,19 +60,24 @@ def apply_checkpoint(
         if (ft_dir / SAFE_INDEX).is_file() or len(layout) > 1:
             write_index(tmp, {n: shard for shard, names in layout.items() for n in names}, total)
         copy_aux(ft_dir, tmp)  # config, generation config, tokenizer, chat template
-        numels = {n: (ft.refs.get(n) or bs.refs[n]).numel for n in plan}
-        report = build_report(
-            "full-checkpoint",
-            {
-                "base": describe_input(inputs.base_dir, index=SAFE_INDEX),
-                "finetuned": describe_input(ft_dir, index=SAFE_INDEX),
-            },
-            spec,
-            summarize(plan, numels),
-            base_only_tensors=sorted(n for n in plan if n not in ft.refs),  # written from the base
-        )
+        report = _report(inputs, spec, plan)
         write_report(tmp, report, extra_files)
     return report
+
+
+def _report(inputs: Inputs, spec: TaiaSpec, plan: dict[str, Decision]) -> dict[str, Any]:
+    ft, bs, ft_dir = inputs.finetuned, inputs.base, inputs.finetuned_dir
+    assert ft is not None and bs is not None and ft_dir is not None
+    return build_report(
+        "full-checkpoint",
+        {
+            "base": describe_input(inputs.base_dir, index=SAFE_INDEX),
+            "finetuned": describe_input(ft_dir, index=SAFE_INDEX),
+        },
+        spec,
+        summarize(plan, {n: (ft.refs.get(n) or bs.refs[n]).numel for n in plan}),
+        base_only_tensors=sorted(n for n in plan if n not in ft.refs),  # written from the base
+    )
 
 
 def _layout(ft: Checkpoint, plan: Mapping[str, Decision]) -> dict[str, list[str]]:

@@ -206,10 +206,13 @@ def write_shard(
     if align_with is not None and align_with % 8 == 0:
         pad = (align_with - 8 - len(blob)) % 4096
     blob += b" " * pad
-    with path.open("wb") as out, ThreadPoolExecutor(1) if check_finite else nullcontext() as pool:
-        out.write(struct.pack("<Q", len(blob)) + blob)
-        for run in _runs(items):
-            _write_run(out, run, pool)
+    try:
+        with path.open("wb") as out, ThreadPoolExecutor(1) if check_finite else nullcontext() as pool:
+            out.write(struct.pack("<Q", len(blob)) + blob)
+            for run in _runs(items):
+                _write_run(out, run, pool)
+    except OSError as e:  # the kernel copy's ENOSPC names no file: name the one being written
+        raise OSError(e.errno, e.strerror, e.filename or str(path)) from None
     return offset
 
 

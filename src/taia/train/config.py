@@ -107,6 +107,7 @@ class TrainConfig(BaseModel):
     chat_template: str | None = None
     tokenizer: str | None = None
     trust_remote_code: bool = False
+    allow_pickle: bool = False  # a .bin-only base, loaded with weights_only=True (as in `taia apply`)
     resume: bool = False
     overwrite: bool = False
     trainer_args: dict[str, Any] = {}
@@ -185,6 +186,10 @@ class TrainConfig(BaseModel):
         if self.resume and self.overwrite:
             raise ValueError("resume=true continues the run in `out`; overwrite=true deletes it: pick one")
         return self
+
+    def load_options(self) -> dict[str, bool]:
+        """The pickle rule and remote-code choice, as `taia.check.check_inputs` and `load_base` take them."""
+        return {"allow_pickle": self.allow_pickle, "trust_remote_code": self.trust_remote_code}
 
     @property
     def learning_rate(self) -> float:
