@@ -15,7 +15,7 @@ import json
 import os
 import struct
 from collections.abc import Iterable, Iterator
-from concurrent.futures import Executor, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -195,6 +195,18 @@ def write_shard(
     kernel copy of the same bytes); computed tensors are their maker's to check.
     """
     items = list(items)
+    blob, size = _header(items, align_with)
+    try:
+        with path.open("wb") as out, ThreadPoolExecutor(1) if check_finite else nullcontext() as pool:
+            out.write(blob)
+            _copy_and_scan(out, list(_runs(items)), pool)
+    except OSError as e:  # the kernel copy's ENOSPC names no file: name the one being written
+        raise OSError(e.errno, e.strerror, e.filename or str(path)) from None
+    return size
+
+
+def _header(items: list[Item], align_with: int | None) -> tuple[bytes, int]:
+    """The shard's length-prefixed JSON header, and the size of the data after it."""
     header: dict[str, object] = {"__metadata__": {"format": "pt"}}
     offset = 0
     for name, src in items:
@@ -206,14 +218,27 @@ def write_shard(
     if align_with is not None and align_with % 8 == 0:
         pad = (align_with - 8 - len(blob)) % 4096
     blob += b" " * pad
+    return struct.pack("<Q", len(blob)) + blob, offset
+
+
+def _copy_and_scan(out: BinaryIO, runs: list[_Run | torch.Tensor], pool: ThreadPoolExecutor | None) -> None:
+    # Every scan is queued first: the scan thread then streams through the shard's source bytes beside
+    # the kernel copies instead of meeting them at each run.
+    files = [r for r in runs if isinstance(r, _Run)]
+    scans = [pool.submit(first_non_finite, r.file, r.spans) for r in files] if pool is not None else []
     try:
-        with path.open("wb") as out, ThreadPoolExecutor(1) if check_finite else nullcontext() as pool:
-            out.write(struct.pack("<Q", len(blob)) + blob)
-            for run in _runs(items):
-                _write_run(out, run, pool)
-    except OSError as e:  # the kernel copy's ENOSPC names no file: name the one being written
-        raise OSError(e.errno, e.strerror, e.filename or str(path)) from None
-    return offset
+        for run in runs:
+            _write_run(out, run)
+    except BaseException:
+        for scan in scans:
+            scan.cancel()  # a failed write need not wait for the scans of what it never wrote
+        raise
+    bad = next(((r.file, name) for r, s in zip(files, scans, strict=False) if (name := s.result())), None)
+    if bad is not None:
+        raise TaiaError(
+            f"{bad[0]} holds NaN/Inf in {bad[1]}; refusing to write it (fix the checkpoint, or pass "
+            "--skip-finite-check to write it anyway)"
+        )
 
 
 def _describe(src: TensorRef | torch.Tensor) -> tuple[str, tuple[int, ...], int]:
@@ -253,22 +278,14 @@ def _runs(items: list[Item]) -> Iterator[_Run | torch.Tensor]:
         yield run
 
 
-def _write_run(out: BinaryIO, src: _Run | torch.Tensor, pool: Executor | None) -> None:
+def _write_run(out: BinaryIO, src: _Run | torch.Tensor) -> None:
     if isinstance(src, torch.Tensor):
         out.write(src.detach().contiguous().reshape(-1).view(torch.uint8).numpy().data)
         return
     out.flush()
-    # The scan reads the same (page-cached) source bytes as the copy, on the other core.
-    scan = pool.submit(first_non_finite, src.file, src.spans) if pool is not None else None
     with src.file.open("rb") as f:
         copy_range(f.fileno(), out.fileno(), src.start, src.end - src.start)
     out.seek(0, os.SEEK_END)
-    bad = scan.result() if scan is not None else None
-    if bad is not None:
-        raise TaiaError(
-            f"{src.file} holds NaN/Inf in {bad}; refusing to write it (fix the checkpoint, or pass "
-            "--skip-finite-check to write it anyway)"
-        )
 
 
 # copy_file_range cannot copy between these two files (other file systems, old kernels): copy by hand
