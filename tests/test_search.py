@@ -93,7 +93,8 @@ def test_grid_names_layers_and_preference_order():
 
 def test_adapter_grid_merges_rest_choices(models):
     mm = model_map(models["base"])
-    cfg = SearchConfig(adapter=str(models["adapter"]), dev_task="csqa", test_tasks=["mmlu"], out="x")
+    base, adapter = str(models["base"]), str(models["adapter"])  # checked: it must fit
+    cfg = SearchConfig(base=base, adapter=adapter, dev_task="csqa", test_tasks=["mmlu"], out="x")
     _, names, molora = search_run.changed_tensors(cfg)
     specs, same = distinct(candidates(Grid.model_validate(GRID), mm.num_layers), names, mm)
     assert not molora and all(s.name.endswith("-rbase") for s in specs)  # LoRA never touched norms

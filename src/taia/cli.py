@@ -10,7 +10,9 @@
     taia run EXPERIMENT.yaml [key=value ...]
     taia report RUN_DIR [--no-html]
 
-User errors print one line (`taia: error: …`) and exit 2. Exercised by tests/test_cli.py.
+Flags and `key=value` overrides may come in any order. User errors — bad flags, bad configs, bad inputs,
+and file-system errors such as a full disk — print one line (`taia: error: …`) and exit 2. Exercised by
+tests/test_cli.py and tests/test_refusals.py.
 """
 
 from __future__ import annotations
@@ -20,9 +22,17 @@ import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from taia.errors import TaiaError
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse's own errors as the one line every other error is (sub-commands inherit the class)."""
+
+    def error(self, message: str) -> NoReturn:
+        verb = self.prog.removeprefix("taia").strip()
+        self.exit(2, f"taia: error: {verb + ': ' if verb else ''}{message}\n")
 
 
 def _split_positionals(items: list[str]) -> tuple[str | None, list[str]]:
@@ -40,21 +50,9 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="taia", description="Train all, infer with the fine-tuned attention."
-    )
+    parser = _Parser(prog="taia", description="Train all, infer with the fine-tuned attention.")
     sub = parser.add_subparsers(dest="command", required=True)
-    ap = sub.add_parser("apply", help="build a TAIA adapter or checkpoint from base + fine-tune")
-    ap.add_argument("--base", help="base model dir or hub id")
-    src = ap.add_mutually_exclusive_group()
-    src.add_argument("--adapter", help="PEFT LoRA adapter dir")
-    src.add_argument("--finetuned", help="fully fine-tuned checkpoint dir")
-    ap.add_argument("--out", help="output dir (written atomically)")
-    ap.add_argument("--spec", help="preset (taia, taia-ref, taif, vanilla, base) or a YAML file")
-    ap.add_argument("--format", choices=["adapter", "merged"], help="output for adapters (default: adapter)")
-    ap.add_argument("--overwrite", action="store_true", help="replace an existing output dir")
-    ap.add_argument("--max-shard-size", help="merged output shard size, e.g. 5GB")
-    _common(ap)
+    _apply_parser(sub)
     ip = sub.add_parser("inspect", help="parameter counts and update norms per group and layer")
     ip.add_argument("--model")
     ip.add_argument("--base")
@@ -82,6 +80,24 @@ def _parser() -> argparse.ArgumentParser:
     rp.add_argument("run_dir", help="a run dir (RUN/eval/results.json) or a `taia eval --out` dir")
     rp.add_argument("--no-html", action="store_true", help="skip report.html")
     return parser
+
+
+def _apply_parser(sub: Any) -> None:
+    ap = sub.add_parser("apply", help="build a TAIA adapter or checkpoint from base + fine-tune")
+    ap.add_argument("--base", help="base model dir or hub id")
+    src = ap.add_mutually_exclusive_group()
+    src.add_argument("--adapter", help="PEFT LoRA adapter dir")
+    src.add_argument("--finetuned", help="fully fine-tuned checkpoint dir")
+    ap.add_argument("--out", help="output dir (written atomically)")
+    ap.add_argument("--spec", help="preset (taia, taia-ref, taif, vanilla, base) or a YAML file")
+    ap.add_argument("--format", choices=["adapter", "merged"], help="output for adapters (default: adapter)")
+    ap.add_argument("--overwrite", action="store_true", help="replace an existing output dir")
+    ap.add_argument("--max-shard-size", help="merged output shard size, e.g. 5GB")
+    ap.add_argument(
+        "--skip-finite-check", action="store_true",
+        help="full checkpoints: do not scan the written tensors for NaN/Inf (inputs you trust)",
+    )  # fmt: skip
+    _common(ap)
 
 
 def _hidden_args(ip: argparse.ArgumentParser) -> None:
@@ -138,8 +154,7 @@ def _search_parser(sub: Any) -> None:
     sp.add_argument("--data-dir", help="root of local task data (default: $TAIA_DATA_DIR, ../shared/data)")
     sp.add_argument("--out", help="output dir (re-running resumes)")
     sp.add_argument("--overwrite", action="store_true", help="delete --out first")
-    sp.add_argument("args", nargs="*", metavar="[CONFIG.yaml] [key=value]", help="config file and overrides")
-    sp.add_argument("--trust-remote-code", action="store_true")
+    _common(sp)
 
 
 def _train_parser(sub: Any) -> None:
@@ -155,8 +170,7 @@ def _train_parser(sub: Any) -> None:
     tp.add_argument("--limit", type=int, help="use at most this many training rows")
     tp.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
     tp.add_argument("--overwrite", action="store_true", help="delete --out and train from scratch")
-    tp.add_argument("args", nargs="*", metavar="[CONFIG.yaml] [key=value]", help="config file and overrides")
-    tp.add_argument("--trust-remote-code", action="store_true")
+    _common(tp)
 
 
 def _flags(ns: argparse.Namespace) -> dict[str, Any]:
@@ -182,6 +196,9 @@ def summary_table(report: dict[str, Any]) -> str:
             lines.append(f"{group:8} {action:9} {c['tensors']:>8} {c['params']:>14,}")
     if report.get("dropped_modules"):
         lines.append(f"dropped {len(report['dropped_modules'])} adapter modules (listed in taia_report.json)")
+    if report.get("extrapolated"):
+        lams = ", ".join(f"{k}={v:g}" for k, v in report["extrapolated"].items())
+        lines.append(f"note: λ outside [0, 1] (extrapolation, recorded in taia_report.json): {lams}")
     return "\n".join(lines)
 
 
@@ -225,8 +242,7 @@ def _run_eval(ns: argparse.Namespace) -> None:
     from taia.eval import EvalConfig, evaluate
 
     file, overrides = _split_positionals(ns.args)
-    flags = {k: v for k, v in _flags(ns).items() if k != "allow_pickle"}
-    cfg = build_config(EvalConfig, file, flags, overrides)
+    cfg = build_config(EvalConfig, file, _flags(ns), overrides)
     evaluate(cfg)
     print(f"wrote {cfg.out}")
 
@@ -288,12 +304,33 @@ _COMMANDS = {
 }  # fmt: skip
 
 
+def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """Flags and positionals intermixed: argparse hands back the positionals (overrides) that follow a
+    flag as extras; they join the others in order. An unknown flag is still an error."""
+    parser = _parser()
+    ns, extra = parser.parse_known_args(argv)
+    flags = [x for x in extra if x.startswith("-")]
+    if flags or (extra and not isinstance(getattr(ns, "args", None), list)):
+        parser.error(f"unrecognized arguments: {' '.join(flags or extra)}")
+    if extra:
+        ns.args = [*ns.args, *extra]
+    return ns
+
+
+def _one_line(text: str) -> str:
+    return " ".join(line.strip() for line in text.splitlines() if line.strip())
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    ns = _parser().parse_args(argv)
+    ns = parse(argv)
     try:
         _COMMANDS[ns.command](ns)
     except TaiaError as e:
-        print(f"taia: error: {e}", file=sys.stderr)
+        print(f"taia: error: {_one_line(str(e))}", file=sys.stderr)
+        return 2
+    except OSError as e:  # a full disk or a read-only mount anywhere outside the atomic writers
+        where = f" ({e.filename})" if e.filename else ""
+        print(f"taia: error: {_one_line(str(e.strerror or e))}{where}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("taia: interrupted", file=sys.stderr)

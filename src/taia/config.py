@@ -34,6 +34,9 @@ class ApplyConfig(BaseModel):
     allow_pickle: bool = False
     trust_remote_code: bool = False
     max_shard_size: str = "5GB"
+    # Full checkpoints: every float tensor written is scanned for NaN/Inf (fp16 overflow in training
+    # leaves such checkpoints); true skips the scan for inputs the user trusts.
+    skip_finite_check: bool = False
 
     @field_validator("max_shard_size")
     @classmethod

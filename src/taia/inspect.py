@@ -18,11 +18,12 @@ from typing import Any
 
 import torch
 
-from taia.apply.adapter import LoraModule, group_modules
-from taia.classify import GROUPS, ModelMap, ParamInfo, model_map
+from taia.check import check_inputs
+from taia.classify import GROUPS, ModelMap, ParamInfo
 from taia.config import InspectConfig
-from taia.io.checkpoint import Checkpoint, open_checkpoint
-from taia.io.hf import CONFIG_ONLY, load_adapter, resolve_dir
+from taia.io.checkpoint import Checkpoint
+from taia.lora import LoraModule, group_modules
+from taia.spec import load_spec
 
 Key = tuple[int | None, str]  # (layer, group)
 
@@ -42,18 +43,26 @@ def inspect(cfg: InspectConfig) -> dict[str, Any]:
     """The inspect table as data: one row per (layer, group) with params and, if any, rel_update."""
     path = cfg.model or cfg.base
     assert path is not None
-    root = resolve_dir(path, allow_patterns=CONFIG_ONLY if cfg.model else None)  # counts need no weights
-    mm = model_map(root, trust_remote_code=cfg.trust_remote_code)
+    # The same checks as `taia apply` (a fine-tune must fit the base as `vanilla` would take it whole);
+    # a model alone needs no weights: the counts come from its config.
+    inputs = check_inputs(
+        path,
+        cfg.adapter,
+        cfg.finetuned,
+        [load_spec("vanilla")] if cfg.finetuned else [],
+        allow_pickle=cfg.allow_pickle,
+        trust_remote_code=cfg.trust_remote_code,
+        base_weights=cfg.model is None,
+    )
+    mm = inputs.mm
     cells: dict[Key, Cell] = defaultdict(Cell)
     for name, shape in mm.shapes.items():
         info = mm.params[name]
         cells[(info.layer, info.group)].params += math.prod(shape)
-    if cfg.finetuned:
-        base = open_checkpoint(root, cfg.allow_pickle)
-        _full_deltas(mm, base, open_checkpoint(resolve_dir(cfg.finetuned), cfg.allow_pickle), cells)
-    elif cfg.adapter:
-        config, tensors = load_adapter(resolve_dir(cfg.adapter), cfg.allow_pickle)
-        _lora_deltas(mm, open_checkpoint(root, cfg.allow_pickle), config, tensors, cells)
+    if inputs.base is not None and inputs.finetuned is not None:
+        _full_deltas(mm, inputs.base, inputs.finetuned, cells)
+    elif inputs.base is not None and inputs.adapter_dir is not None:
+        _lora_deltas(mm, inputs.base, inputs.adapter_config, inputs.adapter_tensors, cells)
     rows = [
         {"layer": layer, "group": group, "params": c.params, "rel_update": c.rel_update}
         for (layer, group), c in sorted(cells.items(), key=lambda kv: (_layer_order(kv[0][0]), kv[0][1]))

@@ -31,6 +31,7 @@ class Decision:
 
 def make_plan(names: Iterable[str], mm: ModelMap, spec: TaiaSpec) -> dict[str, Decision]:
     """Decide every tensor; raise one clear error for anything the spec cannot decide."""
+    check_layers(spec, mm)
     plan: dict[str, Decision] = {}
     unassigned: list[str] = []
     for name in names:
@@ -52,6 +53,16 @@ def make_plan(names: Iterable[str], mm: ModelMap, spec: TaiaSpec) -> dict[str, D
             "match no updated tensor (use --spec base if the base model is what you want)"
         )
     return plan
+
+
+def check_layers(spec: TaiaSpec, mm: ModelMap) -> None:
+    """A layer range must lie inside the model: [0, 40] on a 30-layer model is a typo, not a no-op."""
+    for group, rule in spec.groups.items():
+        if rule.layers is not None and mm.num_layers and rule.layers[1] >= mm.num_layers:
+            raise TaiaError(
+                f"spec {spec.name!r}: {group} layers {list(rule.layers)} go beyond this {mm.model_type} "
+                f"model's {mm.num_layers} layers (0-{mm.num_layers - 1})"
+            )
 
 
 def _check_overrides(plan: Mapping[str, Decision], spec: TaiaSpec) -> None:

@@ -45,12 +45,14 @@ def describe_input(path: Path, config_name: str = "config.json", index: str | No
 def build_report(
     kind: str, inputs: dict[str, Any], spec: TaiaSpec, groups: dict[str, Any], **extra: Any
 ) -> dict[str, Any]:
+    notes = {"extrapolated": spec.extrapolated()} if spec.extrapolated() else {}
     return {
         "kind": kind,
         "inputs": inputs,
         "spec": spec.model_dump(mode="json", by_alias=True),
         "groups": groups,
         **extra,
+        **notes,  # λ outside [0, 1], by group or override pattern
         "versions": versions(),
     }
 

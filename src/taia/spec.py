@@ -92,9 +92,14 @@ class TaiaSpec(BaseModel):
         # `attn: 1.0` is shorthand for `attn: {lambda: 1.0}`; unknown group names get a suggestion.
         if not isinstance(v, dict):
             return v
-        for key in v:
+        for key, rule in v.items():
             if key not in GROUPS:
                 raise ValueError(str(did_you_mean(str(key), list(GROUPS), "group")))
+            if not isinstance(rule, (int, float, dict, GroupRule)) or isinstance(rule, bool):
+                raise ValueError(
+                    f"{key}: λ must be a number (0 = base, 1 = fine-tune, 0.5 = halfway) or "
+                    f"{{lambda: …, layers: [start, end]}}, got {rule!r}"
+                )
         return {k: {"lambda": r} if isinstance(r, (int, float)) else r for k, r in v.items()}
 
     def resolve(self, name: str, info: ParamInfo) -> float | None:
@@ -113,6 +118,13 @@ class TaiaSpec(BaseModel):
         if rule is None:
             return info, None if info.group == "other" else 0.0
         return info, rule.coefficient(info.layer)
+
+    def extrapolated(self) -> dict[str, float]:
+        """Groups and override patterns whose λ lies outside [0, 1]: legitimate (extrapolating the update,
+        or reversing it), but not what TAIA does, so every report says so."""
+        out: dict[str, float] = {g: r.lam for g, r in self.groups.items() if not 0.0 <= r.lam <= 1.0}
+        out |= {o.pattern: o.lam for o in self.overrides if o.lam is not None and not 0.0 <= o.lam <= 1.0}
+        return out
 
     def keeps_anything(self) -> bool:
         """Whether this spec asks for any fine-tuned update at all (`base` does not)."""
@@ -180,15 +192,25 @@ def _validate(data: dict[str, Any], where: str) -> TaiaSpec:
 def one_line(e: ValidationError, model: type[BaseModel] | None = None) -> str:
     """Pydantic errors as one line: `key.path: message; …`, unknown keys with a "did you mean"."""
     known = _field_names(model) if model else set()
+    hints: dict[str, str] = getattr(model, "KEY_HINTS", {})
     parts = []
     for err in e.errors():
         loc = ".".join(str(x) for x in err["loc"]) or "(root)"
         msg = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
-            close = difflib.get_close_matches(str(err["loc"][-1]), sorted(known), n=1, cutoff=0.6)
-            msg = "unknown key" + (f" (did you mean {close[0]!r}?)" if close else "")
+            top = sorted(model.model_fields) if model and len(err["loc"]) == 1 else []
+            msg = "unknown key" + _suggest(str(err["loc"][-1]), known, hints, top)
         parts.append(f"{loc}: {msg}")
     return "; ".join(parts)
+
+
+def _suggest(key: str, known: set[str], hints: dict[str, str], top: list[str]) -> str:
+    """ " (did you mean 'x'?)" from the close names and from other tools' names for the same thing
+    (`hints`: TRL's learning_rate is taia's lr); else the keys there are, so that no guess is needed."""
+    close = difflib.get_close_matches(key, sorted(known | set(hints)), n=1, cutoff=0.6)
+    if close:
+        return f" (did you mean {hints.get(close[0], close[0])!r}?)"
+    return f" (known: {', '.join(top)})" if top else ""
 
 
 def _field_names(model: type[BaseModel]) -> set[str]:

@@ -38,6 +38,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from taia.check import check_inputs
 from taia.classify import map_model
 from taia.config import InspectConfig
 from taia.errors import TaiaError
@@ -291,7 +292,8 @@ def load(cfg: InspectConfig, specs: dict[str, TaiaSpec]) -> tuple[Variants, Any]
 
     assert cfg.base is not None
     src = Sources.resolve(cfg.base, cfg.adapter, cfg.finetuned)
-    return load_hf_variants(src, specs), load_tokenizer(src, cfg.chat_template, cfg.trust_remote_code)
+    load = {"allow_pickle": cfg.allow_pickle, "trust_remote_code": cfg.trust_remote_code}
+    return load_hf_variants(src, specs, **load), load_tokenizer(src, cfg.chat_template, cfg.trust_remote_code)
 
 
 def inspect_hidden(cfg: InspectConfig, samples: dict[str, list[Sample]] | None = None) -> dict[str, Any]:
@@ -300,15 +302,19 @@ def inspect_hidden(cfg: InspectConfig, samples: dict[str, list[Sample]] | None =
     `samples` (task → samples) replaces loading `cfg.tasks` from the data root."""
     from taia.analysis.report import write_outputs
 
-    assert cfg.tasks is not None
+    assert cfg.tasks is not None and cfg.base is not None
     tasks = {name: get_task(name) for name in cfg.tasks}
+    specs = resolve_specs(cfg.variants)  # spec files are named by their stem
+    names = list(specs)
+    check_inputs(
+        cfg.base, cfg.adapter, cfg.finetuned, list(specs.values()),
+        allow_pickle=cfg.allow_pickle, trust_remote_code=cfg.trust_remote_code,
+    )  # fmt: skip
     if samples is None:
         root = data_root(cfg.data_dir)
         samples = {name: load_samples(name, root, cfg.limit, cfg.seed) for name in cfg.tasks}
     if cfg.out and Path(cfg.out).exists() and not Path(cfg.out).is_dir():
         raise TaiaError(f"out {cfg.out} exists and is not a directory")
-    specs = resolve_specs(cfg.variants)  # spec files are named by their stem
-    names = list(specs)
     variants, tokenizer = load(cfg, {**resolve_specs([REF]), **specs})
     prompts = {
         name: [prompt_text(request(tasks[name], s, cfg.protocol, tokenizer)) for s in samples[name]]

@@ -41,7 +41,10 @@ def apply(cfg: ApplyConfig) -> dict[str, Any]:
         "extra_files": {CONFIG_FILE: config_yaml(resolved)},  # inside the atomic output, like the report
     }
     if cfg.finetuned is not None:
-        report = apply_checkpoint(cfg.base, cfg.finetuned, cfg.out, spec, cfg.overwrite, **opts)
+        check_finite = not cfg.skip_finite_check
+        report = apply_checkpoint(
+            cfg.base, cfg.finetuned, cfg.out, spec, cfg.overwrite, check_finite=check_finite, **opts
+        )
     elif cfg.resolved_format == "merged":
         assert cfg.adapter is not None
         report = apply_adapter_merged(

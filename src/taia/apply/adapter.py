@@ -7,41 +7,25 @@ that PEFT and vLLM load as-is. Exercised by `taia apply --base B --adapter A --o
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from safetensors.torch import save_file
 
-from taia.classify import ModelMap, model_map
+from taia.check import check_inputs
+from taia.classify import ModelMap
 from taia.errors import TaiaError
 from taia.io.atomic import atomic_dir, check_output
-from taia.io.hf import ADAPTER_CONFIG, ADAPTER_SAFE, CONFIG_ONLY, copy_aux, load_adapter, resolve_dir
+from taia.io.hf import ADAPTER_CONFIG, ADAPTER_SAFE, copy_aux
+from taia.lora import LoraModule, group_modules
 from taia.plan import Decision, make_plan, summarize
 from taia.report import build_report, describe_input, write_report
 from taia.spec import TaiaSpec
 
-PEFT_PREFIX = "base_model.model."
 # Tensors that scale linearly with the update: multiplying them by λ gives base + λ·Δ.
 _SCALED_PARTS = ("lora_B", "lora_embedding_B")
-
-
-@dataclass
-class LoraModule:
-    """All adapter tensors that belong to one wrapped module of the base model."""
-
-    path: str  # module path in the base model, e.g. model.layers.0.self_attn.q_proj
-    tensors: dict[str, torch.Tensor] = field(default_factory=dict)  # adapter key → tensor
-
-    @property
-    def is_lora(self) -> bool:
-        return any(".lora_" in k for k in self.tensors)
-
-    @property
-    def unwrapped(self) -> str:
-        # PEFT nests one ParamWrapper per targeted parameter of a module (`experts.base_layer.lora_A`).
-        return self.path.replace(".base_layer", "")
 
 
 @dataclass
@@ -56,31 +40,23 @@ class FilteredAdapter:
     numels: dict[str, int]
 
 
-def group_modules(tensors: dict[str, torch.Tensor]) -> dict[str, LoraModule]:
-    """Adapter keys grouped by the module they wrap (`…q_proj.lora_A.weight` → `…q_proj`)."""
-    modules: dict[str, LoraModule] = {}
-    for key, t in tensors.items():
-        parts = key.removeprefix(PEFT_PREFIX).split(".")
-        cut = next((i for i, p in enumerate(parts) if p.startswith("lora_")), len(parts) - 1)
-        if cut == len(parts) - 1 and parts[cut - 1] == "base_layer":
-            cut -= 1  # PEFT saves a LoRA'd embedding's base weight beside its A/B: it travels with them
-        path = ".".join(parts[:cut])
-        modules.setdefault(path, LoraModule(path)).tensors[key] = t
-    return modules
-
-
 def filter_adapter(base: str | Path, adapter: str | Path, spec: TaiaSpec, **opts: Any) -> FilteredAdapter:
-    """Decide every wrapped module and build the kept, λ-folded adapter (in memory; adapters are small)."""
-    adapter_dir = resolve_dir(adapter)
-    config, tensors = load_adapter(adapter_dir, opts.get("allow_pickle", False))
-    if config.get("peft_type", "LORA") != "LORA":
-        raise TaiaError(f"only LoRA adapters are supported, got peft_type={config.get('peft_type')}")
+    """Decide every wrapped module and build the kept, λ-folded adapter (in memory; adapters are small).
+
+    `base_weights=True` in `opts` also checks the base's weights (the merged format loads them)."""
     # The adapter format needs only the base's config: a hub base is not downloaded whole.
-    base_dir = resolve_dir(base, allow_patterns=CONFIG_ONLY)
-    mm = model_map(base_dir, trust_remote_code=opts.get("trust_remote_code", False))
+    inputs = check_inputs(
+        base,
+        adapter=adapter,
+        specs=[spec],
+        allow_pickle=opts.get("allow_pickle", False),
+        trust_remote_code=opts.get("trust_remote_code", False),
+        base_weights=opts.get("base_weights", False),
+    )
+    base_dir, adapter_dir, mm = inputs.base_dir, inputs.adapter_dir, inputs.mm
+    config, tensors = inputs.adapter_config, inputs.adapter_tensors
+    assert adapter_dir is not None
     modules = group_modules(tensors)
-    for m in modules.values():
-        check_fits(m, mm)
     molora = _molora_numels(adapter_dir)
     plan = make_plan([f"{p}.weight" for p in [*modules, *molora]], mm, spec)
     _check_molora_dropped(molora, plan)
@@ -120,42 +96,6 @@ def _check_molora_dropped(molora: dict[str, int], plan: dict[str, Decision]) -> 
             "keep them, so the spec must give their group λ=0 (spec taia does); evaluate the whole MoLoRA "
             "model in memory instead"
         )
-
-
-def check_fits(m: LoraModule, mm: ModelMap) -> None:
-    """The wrapped module must exist in the base and agree on in/out features (A: [r, in], B: [out, r])."""
-    path = mm.find_module(m.unwrapped)
-    if path is None:
-        raise TaiaError(f"adapter does not fit this base ({mm.model_type}): it has no module {m.path}")
-    if not m.is_lora:
-        _check_full_copy(m, path, mm)
-        return
-    io = mm.io_features.get(path)
-    if io is None:
-        return  # a parameter-targeted or custom layer: existence is all we can check
-    for key, t in m.tensors.items():
-        part = key.rsplit(".", 2)[-2] if key.endswith(".weight") else key.rsplit(".", 1)[-1]
-        want = _EXPECTED.get(part)
-        if want and t.dim() == 2 and t.shape[want[0]] != io[want[1]]:
-            raise TaiaError(
-                f"adapter does not fit this base ({mm.model_type}): {key} has shape {list(t.shape)}, "
-                f"module {m.path} has in/out features {list(io)}"
-            )
-
-
-def _check_full_copy(m: LoraModule, path: str, mm: ModelMap) -> None:
-    """A `modules_to_save` copy must have the base parameter's shape (e.g. not a resized vocabulary)."""
-    for key, t in m.tensors.items():
-        want = mm.shapes.get(f"{path}.{key.rsplit('.', 1)[-1]}")
-        if want is not None and tuple(t.shape) != want:
-            raise TaiaError(
-                f"adapter does not fit this base ({mm.model_type}): {key} has shape {list(t.shape)}, "
-                f"the base's is {list(want)}"
-            )
-
-
-# LoRA part → (tensor dim, index into (in, out)) that must agree with the base module.
-_EXPECTED = {"lora_A": (1, 0), "lora_B": (0, 1), "lora_embedding_A": (1, 0), "lora_embedding_B": (0, 1)}
 
 
 def fold(m: LoraModule, lam: float) -> dict[str, torch.Tensor]:

@@ -2,7 +2,9 @@
 
 Output shards mirror the fine-tune's. A tensor with λ = 1 is byte-copied from the fine-tune, λ = 0 from
 the base (no arithmetic, bit-exact, no Python buffer); a fractional λ is computed in fp32 and cast back.
-Never more than one tensor pair in memory. Exercised by `taia apply --base B --finetuned F --out O`.
+Never more than one tensor pair in memory. The inputs are checked first (taia.check: every base tensor
+is written, shapes agree) and every float byte written is scanned for NaN/Inf unless told not to.
+Exercised by `taia apply --base B --finetuned F --out O`.
 """
 
 from __future__ import annotations
@@ -14,20 +16,13 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from taia.classify import model_map
+from taia.check import Inputs, check_inputs
 from taia.errors import TaiaError
 from taia.io.atomic import atomic_dir, check_output
-from taia.io.checkpoint import (
-    SAFE_INDEX,
-    Checkpoint,
-    Item,
-    TensorRef,
-    open_checkpoint,
-    write_index,
-    write_shard,
-)
-from taia.io.hf import copy_aux, load_config, resolve_dir
-from taia.plan import Decision, make_plan, summarize
+from taia.io.checkpoint import SAFE_INDEX, SAFE_SINGLE, Checkpoint, Item, TensorRef, write_index, write_shard
+from taia.io.finite import is_finite
+from taia.io.hf import copy_aux
+from taia.plan import Decision, summarize
 from taia.report import build_report, describe_input, write_report
 from taia.spec import TaiaSpec
 
@@ -41,74 +36,91 @@ def apply_checkpoint(
     allow_pickle: bool = False,
     trust_remote_code: bool = False,
     extra_files: Mapping[str, str] | None = None,
+    check_finite: bool = True,
 ) -> dict[str, Any]:
-    """Write the TAIA checkpoint for (base, finetuned) under `spec` to `out`; returns the report."""
+    """Write the TAIA checkpoint for (base, finetuned) under `spec` to `out`; returns the report.
+
+    Every tensor of the base is written (a tensor the fine-tune lacks, from the base where λ = 0);
+    `check_finite` refuses NaN/Inf in anything written (off: the inputs are trusted)."""
     out = Path(out)
     check_output(out, overwrite)
-    base_dir, ft_dir = resolve_dir(base), resolve_dir(finetuned)
-    config = _check_same_arch(base_dir, ft_dir, trust_remote_code)
-    mm = model_map(config, trust_remote_code=trust_remote_code)
-    ft, bs = open_checkpoint(ft_dir, allow_pickle), open_checkpoint(base_dir, allow_pickle)
-    plan = make_plan(ft.refs, mm, spec)
-    _check_base_has(plan, ft, bs)
+    inputs = check_inputs(
+        base,
+        finetuned=finetuned,
+        specs=[spec],
+        allow_pickle=allow_pickle,
+        trust_remote_code=trust_remote_code,
+    )
+    ft, bs, ft_dir = inputs.finetuned, inputs.base, inputs.finetuned_dir
+    assert ft is not None and bs is not None and ft_dir is not None
+    plan = inputs.plans[0]
+    layout = _layout(ft, plan)
     with atomic_dir(out, overwrite) as tmp:
-        _write_shards(tmp, plan, ft, bs)
-        if (ft_dir / SAFE_INDEX).is_file() or len(ft.shards) > 1:
-            weight_map = {n: shard for shard, names in ft.shards.items() for n in names}
-            write_index(tmp, weight_map, sum(r.end - r.start for r in ft.refs.values()))
+        total = _write_shards(tmp, layout, plan, ft, bs, check_finite)
+        if (ft_dir / SAFE_INDEX).is_file() or len(layout) > 1:
+            write_index(tmp, {n: shard for shard, names in layout.items() for n in names}, total)
         copy_aux(ft_dir, tmp)  # config, generation config, tokenizer, chat template
-        report = build_report(
-            "full-checkpoint",
-            {
-                "base": describe_input(base_dir, index=SAFE_INDEX),
-                "finetuned": describe_input(ft_dir, index=SAFE_INDEX),
-            },
-            spec,
-            summarize(plan, {n: r.numel for n, r in ft.refs.items()}),
-            base_only_tensors=sorted(set(bs.refs) - set(ft.refs)),
-        )
+        report = _report(inputs, spec, plan)
         write_report(tmp, report, extra_files)
     return report
 
 
-def _check_same_arch(base_dir: Path, ft_dir: Path, trust_remote_code: bool) -> Any:
-    """The fine-tune's config, once checked against the base's architecture."""
-    b, f = load_config(base_dir, trust_remote_code), load_config(ft_dir, trust_remote_code)
-    if b.model_type != f.model_type:
-        raise TaiaError(f"base is a {b.model_type} model but the fine-tune is a {f.model_type} model")
-    return f
+def _report(inputs: Inputs, spec: TaiaSpec, plan: dict[str, Decision]) -> dict[str, Any]:
+    ft, bs, ft_dir = inputs.finetuned, inputs.base, inputs.finetuned_dir
+    assert ft is not None and bs is not None and ft_dir is not None
+    return build_report(
+        "full-checkpoint",
+        {
+            "base": describe_input(inputs.base_dir, index=SAFE_INDEX),
+            "finetuned": describe_input(ft_dir, index=SAFE_INDEX),
+        },
+        spec,
+        summarize(plan, {n: (ft.refs.get(n) or bs.refs[n]).numel for n in plan}),
+        base_only_tensors=sorted(n for n in plan if n not in ft.refs),  # written from the base
+    )
 
 
-def _check_base_has(plan: dict[str, Decision], ft: Checkpoint, bs: Checkpoint) -> None:
-    """Every tensor that needs the base must exist there with the same shape (checked before writing)."""
-    for name, d in plan.items():
-        if d.lam == 1.0:
-            continue
-        ref = bs.refs.get(name)
-        if ref is None:
-            raise TaiaError(f"base checkpoint {bs.root} has no tensor {name} (needed for λ={d.lam:g})")
-        if ref.shape != ft.refs[name].shape:
-            raise TaiaError(
-                f"shape mismatch for {name}: base {list(ref.shape)} vs fine-tune {list(ft.refs[name].shape)} "
-                "(is this the fine-tune's base model?)"
-            )
+def _layout(ft: Checkpoint, plan: Mapping[str, Decision]) -> dict[str, list[str]]:
+    """Output shard → tensor names: the fine-tune's shards, and the tensors only the base has (λ = 0,
+    checked) at the end of the last one, so that the output holds every tensor of the model."""
+    layout = {shard: list(names) for shard, names in ft.shards.items()} or {SAFE_SINGLE: []}
+    last = next(reversed(layout))
+    layout[last] += [n for n in plan if n not in ft.refs]
+    return layout
 
 
-def _write_shards(tmp: Path, plan: dict[str, Decision], ft: Checkpoint, bs: Checkpoint) -> None:
-    total = sum(r.end - r.start for r in ft.refs.values())
-    with tqdm(total=total, unit="B", unit_scale=True, desc="taia apply", disable=None) as bar:
-        for shard, names in ft.shards.items():
-            items: list[Item] = [(n, _source(n, plan[n].lam, ft, bs)) for n in names]
-            align = None if ft.pickled is not None else min(ft.refs[n].start for n in names)
-            write_shard(tmp / shard, items, align_with=align)
-            bar.update(sum(ft.refs[n].end - ft.refs[n].start for n in names))
+def _write_shards(
+    tmp: Path,
+    layout: dict[str, list[str]],
+    plan: dict[str, Decision],
+    ft: Checkpoint,
+    bs: Checkpoint,
+    check_finite: bool,
+) -> int:
+    total = 0
+    size = sum((ft.refs[n] if plan[n].lam != 0.0 else bs.refs[n]).numel for n in plan)
+    with tqdm(total=size, unit="param", unit_scale=True, desc="taia apply", disable=None) as bar:
+        for shard, names in layout.items():
+            items: list[Item] = [(n, _source(n, plan[n].lam, ft, bs, check_finite)) for n in names]
+            starts = [ft.refs[n].start for n in names if n in ft.refs]
+            align = min(starts) if ft.pickled is None and starts else None
+            total += write_shard(tmp / shard, items, align_with=align, check_finite=check_finite)
+            bar.update(sum((ft.refs[n] if plan[n].lam != 0.0 else bs.refs[n]).numel for n in names))
+    return total
 
 
-def _source(name: str, lam: float, ft: Checkpoint, bs: Checkpoint) -> TensorRef | torch.Tensor:
+def _source(
+    name: str, lam: float, ft: Checkpoint, bs: Checkpoint, check_finite: bool
+) -> TensorRef | torch.Tensor:
     """Where the output bytes of one tensor come from: a byte range of a source file, or a new tensor."""
     if lam in (0.0, 1.0):
         ckpt = ft if lam == 1.0 else bs
-        return ckpt.refs[name] if ckpt.pickled is None else ckpt.get(name)
+        if ckpt.pickled is None:
+            return ckpt.refs[name]  # scanned for NaN/Inf by the writer, beside the copy
+        t = ckpt.get(name)
+        if check_finite and not is_finite(t):
+            raise TaiaError(f"{ckpt.root} holds NaN/Inf in {name}; refusing to write it")
+        return t
     return interpolate(bs.get(name), ft.get(name), lam, name)
 
 

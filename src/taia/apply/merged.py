@@ -17,8 +17,7 @@ from torch import nn
 from taia.apply.adapter import adapter_report, filter_adapter
 from taia.errors import TaiaError
 from taia.io.atomic import atomic_dir, check_output
-from taia.io.checkpoint import open_checkpoint
-from taia.io.hf import ADAPTER_CONFIG, ADAPTER_SAFE, copy_aux, resolve_dir
+from taia.io.hf import ADAPTER_CONFIG, ADAPTER_SAFE, copy_aux, load_kwargs
 from taia.report import write_report
 from taia.spec import TaiaSpec
 
@@ -26,10 +25,12 @@ from taia.spec import TaiaSpec
 _WRITTEN_BY_SAVE = frozenset({"config.json", "generation_config.json"})
 
 
-def load_causal_lm(path: Path, trust_remote_code: bool = False) -> nn.Module:
+def load_causal_lm(path: Path, trust_remote_code: bool = False, allow_pickle: bool = False) -> nn.Module:
     from transformers import AutoModelForCausalLM
 
-    return AutoModelForCausalLM.from_pretrained(str(path), dtype="auto", trust_remote_code=trust_remote_code)
+    return AutoModelForCausalLM.from_pretrained(
+        str(path), dtype="auto", **load_kwargs(allow_pickle, trust_remote_code)
+    )
 
 
 def merge_adapter(model: nn.Module, config: dict[str, Any], tensors: dict[str, torch.Tensor]) -> nn.Module:
@@ -71,10 +72,9 @@ def apply_adapter_merged(
     """Write a merged HF checkpoint (sharded safetensors, config, tokenizer from base); returns the report."""
     out = Path(out)
     check_output(out, overwrite)
-    fa = filter_adapter(base, adapter, spec, **opts)
-    base_dir = resolve_dir(base)
-    open_checkpoint(base_dir, opts.get("allow_pickle", False))  # missing/truncated/pickle: one clear line
-    model = load_causal_lm(base_dir, opts.get("trust_remote_code", False))
+    fa = filter_adapter(base, adapter, spec, base_weights=True, **opts)  # base weights checked too
+    base_dir = fa.base_dir
+    model = load_causal_lm(base_dir, opts.get("trust_remote_code", False), opts.get("allow_pickle", False))
     if fa.kept:
         model = merge_adapter(model, fa.config, fa.tensors)
     bad = non_finite(model, [m.replace(".base_layer", "") for m in fa.kept])

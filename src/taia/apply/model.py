@@ -13,10 +13,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from taia.apply.adapter import PEFT_PREFIX
 from taia.apply.checkpoint import interpolate
 from taia.classify import map_model
 from taia.errors import TaiaError
+from taia.lora import PEFT_PREFIX
 from taia.plan import make_plan, summarize
 from taia.spec import TaiaSpec, load_spec
 

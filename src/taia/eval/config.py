@@ -37,7 +37,12 @@ class EvalOptions(BaseModel):
     chat_template: str | None = None
     seed: int = 0
     trust_remote_code: bool = False
+    allow_pickle: bool = False  # .bin weights, loaded with weights_only=True (as in `taia apply`)
     overwrite: bool = False
+
+    def load_options(self) -> dict[str, bool]:
+        """The pickle rule and remote-code choice, as `taia.check.check_inputs` takes them."""
+        return {"allow_pickle": self.allow_pickle, "trust_remote_code": self.trust_remote_code}
 
 
 class EvalConfig(EvalOptions):

@@ -15,6 +15,7 @@ from typing import Any
 
 import yaml
 
+from taia.check import check_inputs
 from taia.config import config_yaml
 from taia.errors import TaiaError
 from taia.eval import loracl, persona
@@ -47,6 +48,7 @@ def evaluate(cfg: EvalConfig, samples: dict[str, list[Sample]] | None = None) ->
     needy = [v for v, spec in specs.items() if spec.keeps_anything()]
     if needy and cfg.adapter is None and cfg.finetuned is None:
         raise TaiaError(f"variant {needy[0]!r} needs a fine-tune: give --adapter or --finetuned")
+    check_inputs(cfg.model, cfg.adapter, cfg.finetuned, list(specs.values()), **cfg.load_options())
     if cfg.harness == "lm-eval":
         return _with_lm_eval(cfg, out, specs)
     matcher = _persona(cfg, tasks)

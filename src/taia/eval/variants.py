@@ -16,11 +16,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from taia.apply.adapter import PEFT_PREFIX
 from taia.apply.checkpoint import interpolate
 from taia.classify import map_model
 from taia.errors import TaiaError
 from taia.eval.loracl import ROUTER
+from taia.io.hf import load_kwargs
+from taia.lora import PEFT_PREFIX
 from taia.plan import make_plan
 from taia.spec import TaiaSpec, load_spec
 
@@ -71,18 +72,25 @@ def variant_names(names: list[str], specs: dict[str, TaiaSpec]) -> list[str]:
 
 
 def load_variants(
-    model_dir: Path, adapter: Path | None, finetuned: Path | None, specs: dict[str, TaiaSpec], dtype: Any
+    model_dir: Path,
+    adapter: Path | None,
+    finetuned: Path | None,
+    specs: dict[str, TaiaSpec],
+    dtype: Any,
+    allow_pickle: bool = False,
+    trust_remote_code: bool = False,
 ) -> Variants:
     from transformers import AutoModelForCausalLM
 
+    kwargs = {"dtype": dtype, **load_kwargs(allow_pickle, trust_remote_code)}
     if finetuned is not None:
-        model = AutoModelForCausalLM.from_pretrained(str(finetuned), dtype=dtype)
-        base = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=dtype).state_dict()
+        model = AutoModelForCausalLM.from_pretrained(str(finetuned), **kwargs)
+        base = AutoModelForCausalLM.from_pretrained(str(model_dir), **kwargs).state_dict()
         moving = _changing_params(model, specs)
         tuned = {n: p.detach().to("cpu", copy=True) for n, p in model.named_parameters() if n in moving}
         kept_base = {n: base[n].to("cpu") for n in moving}
         return Variants(model.eval(), specs, "full", kept_base, tuned)
-    model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=dtype)
+    model = AutoModelForCausalLM.from_pretrained(str(model_dir), **kwargs)
     if adapter is None:
         return Variants(model.eval(), specs, "base")
     from peft import PeftModel

@@ -1,10 +1,14 @@
 """Atomic output directories: write into a temp dir beside the target, rename at the end.
 
-A failed `taia apply` leaves no partial output behind. Exercised by tests/test_errors.py.
+A failed `taia apply` leaves no partial output behind; a file-system error (read-only mount, full disk)
+is one line naming the output. The finished output follows the umask, as `save_pretrained`'s would:
+`mkdtemp` makes its dir 0700, and the rename would carry that over. Exercised by tests/test_errors.py
+and tests/test_refusals.py.
 """
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -25,14 +29,49 @@ def atomic_dir(out: str | Path, overwrite: bool = False) -> Iterator[Path]:
     """Yield a fresh temp dir in `out`'s parent; on success it replaces `out`, on error it is removed."""
     out = Path(out)
     check_output(out, overwrite)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    except OSError as e:
+        raise write_error(out, e) from None
     try:
         yield tmp
+        follow_umask(tmp)
         _replace(tmp, out)
+    except OSError as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise write_error(out, e) from None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def write_error(out: Path, e: OSError) -> TaiaError:
+    """`cannot write O: No space left on device (O/.tmp-…/model.safetensors)` — one line."""
+    where = f" ({e.filename})" if e.filename else ""
+    return TaiaError(f"cannot write {out}: {e.strerror or e}{where}")
+
+
+def follow_umask(root: Path) -> None:
+    """Dirs 0777 and files 0666 minus the umask, for `root` and everything in it."""
+    mask = umask()
+    root.chmod(0o777 & ~mask)
+    for p in root.rglob("*"):
+        if not p.is_symlink():
+            p.chmod((0o777 if p.is_dir() else 0o666) & ~mask)
+
+
+def umask() -> int:
+    """The process umask, read without changing it where Linux says it (/proc), else set and restored."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def _replace(tmp: Path, out: Path) -> None:

@@ -9,11 +9,14 @@ Exercised by `taia apply --base B --finetuned F --out O` and tests/test_apply_ch
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
 import struct
 from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -22,6 +25,7 @@ import torch
 from safetensors import safe_open
 
 from taia.errors import TaiaError
+from taia.io.finite import Span, first_non_finite
 
 SAFE_INDEX = "model.safetensors.index.json"
 SAFE_SINGLE = "model.safetensors"
@@ -35,6 +39,7 @@ DTYPES: dict[str, torch.dtype] = {
     "BOOL": torch.bool, "F8_E4M3": torch.float8_e4m3fn, "F8_E5M2": torch.float8_e5m2,
 }  # fmt: skip
 DTYPE_NAMES = {v: k for k, v in DTYPES.items()}
+FLOAT_DTYPES = frozenset({"F64", "F32", "F16", "BF16", "F8_E4M3", "F8_E5M2"})
 
 
 @dataclass(frozen=True)
@@ -179,13 +184,29 @@ def _pickle_ref(root: Path, t: torch.Tensor) -> TensorRef:
 Item = tuple[str, TensorRef | torch.Tensor]
 
 
-def write_shard(path: Path, items: Iterable[Item], align_with: int | None = None) -> int:
+def write_shard(
+    path: Path, items: Iterable[Item], align_with: int | None = None, check_finite: bool = False
+) -> int:
     """Stream one safetensors shard to `path`; returns the number of data bytes written.
 
     `align_with`: a source file's data start. The header is padded so that our data starts at the same
     offset modulo 4096: the kernel's copy is ~2.5x slower when source and target are misaligned.
+    `check_finite`: scan every float tensor copied from a file for NaN/Inf (in a thread, beside the
+    kernel copy of the same bytes); computed tensors are their maker's to check.
     """
     items = list(items)
+    blob, size = _header(items, align_with)
+    try:
+        with path.open("wb") as out, ThreadPoolExecutor(1) if check_finite else nullcontext() as pool:
+            out.write(blob)
+            _copy_and_scan(out, list(_runs(items)), pool)
+    except OSError as e:  # the kernel copy's ENOSPC names no file: name the one being written
+        raise OSError(e.errno, e.strerror, e.filename or str(path)) from None
+    return size
+
+
+def _header(items: list[Item], align_with: int | None) -> tuple[bytes, int]:
+    """The shard's length-prefixed JSON header, and the size of the data after it."""
     header: dict[str, object] = {"__metadata__": {"format": "pt"}}
     offset = 0
     for name, src in items:
@@ -197,11 +218,27 @@ def write_shard(path: Path, items: Iterable[Item], align_with: int | None = None
     if align_with is not None and align_with % 8 == 0:
         pad = (align_with - 8 - len(blob)) % 4096
     blob += b" " * pad
-    with path.open("wb") as out:
-        out.write(struct.pack("<Q", len(blob)) + blob)
-        for run in _runs(items):
+    return struct.pack("<Q", len(blob)) + blob, offset
+
+
+def _copy_and_scan(out: BinaryIO, runs: list[_Run | torch.Tensor], pool: ThreadPoolExecutor | None) -> None:
+    # Every scan is queued first: the scan thread then streams through the shard's source bytes beside
+    # the kernel copies instead of meeting them at each run.
+    files = [r for r in runs if isinstance(r, _Run)]
+    scans = [pool.submit(first_non_finite, r.file, r.spans) for r in files] if pool is not None else []
+    try:
+        for run in runs:
             _write_run(out, run)
-    return offset
+    except BaseException:
+        for scan in scans:
+            scan.cancel()  # a failed write need not wait for the scans of what it never wrote
+        raise
+    bad = next(((r.file, name) for r, s in zip(files, scans, strict=False) if (name := s.result())), None)
+    if bad is not None:
+        raise TaiaError(
+            f"{bad[0]} holds NaN/Inf in {bad[1]}; refusing to write it (fix the checkpoint, or pass "
+            "--skip-finite-check to write it anyway)"
+        )
 
 
 def _describe(src: TensorRef | torch.Tensor) -> tuple[str, tuple[int, ...], int]:
@@ -210,23 +247,38 @@ def _describe(src: TensorRef | torch.Tensor) -> tuple[str, tuple[int, ...], int]
     return DTYPE_NAMES[src.dtype], tuple(src.shape), src.numel() * src.element_size()
 
 
-def _runs(items: list[Item]) -> Iterator[TensorRef | torch.Tensor]:
+@dataclass
+class _Run:
+    """Adjacent byte ranges of one source file: one kernel copy, and the tensors it carries."""
+
+    file: Path
+    start: int
+    end: int
+    spans: list[Span]
+
+
+def _span(name: str, ref: TensorRef) -> Span:
+    return name, DTYPES.get(ref.dtype, torch.uint8), ref.start, ref.end
+
+
+def _runs(items: list[Item]) -> Iterator[_Run | torch.Tensor]:
     """Merge byte ranges adjacent in one source file: one kernel copy per run, not one per tensor."""
-    run: TensorRef | None = None
-    for _, src in items:
+    run: _Run | None = None
+    for name, src in items:
         if isinstance(src, TensorRef) and run is not None and src.file == run.file and src.start == run.end:
-            run = TensorRef(run.file, run.dtype, (), run.start, src.end)
+            run.end = src.end
+            run.spans.append(_span(name, src))
             continue
         if run is not None:
             yield run
-        run = src if isinstance(src, TensorRef) else None
-        if run is None:
+        run = _Run(src.file, src.start, src.end, [_span(name, src)]) if isinstance(src, TensorRef) else None
+        if isinstance(src, torch.Tensor):
             yield src
     if run is not None:
         yield run
 
 
-def _write_run(out: BinaryIO, src: TensorRef | torch.Tensor) -> None:
+def _write_run(out: BinaryIO, src: _Run | torch.Tensor) -> None:
     if isinstance(src, torch.Tensor):
         out.write(src.detach().contiguous().reshape(-1).view(torch.uint8).numpy().data)
         return
@@ -236,6 +288,10 @@ def _write_run(out: BinaryIO, src: TensorRef | torch.Tensor) -> None:
     out.seek(0, os.SEEK_END)
 
 
+# copy_file_range cannot copy between these two files (other file systems, old kernels): copy by hand
+_NO_KERNEL_COPY = frozenset({errno.EXDEV, errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.EBADF})
+
+
 def copy_range(src_fd: int, dst_fd: int, start: int, count: int) -> None:
     """Copy bytes [start, start+count) of src to dst's current end, in the kernel when possible."""
     dst_pos = os.lseek(dst_fd, 0, os.SEEK_END)
@@ -243,7 +299,11 @@ def copy_range(src_fd: int, dst_fd: int, start: int, count: int) -> None:
     while done < count:
         try:
             n = os.copy_file_range(src_fd, dst_fd, count - done, start + done, dst_pos + done)
-        except (AttributeError, OSError):
+        except AttributeError:
+            n = _copy_buffered(src_fd, dst_fd, start + done, dst_pos + done, count - done)
+        except OSError as e:
+            if e.errno not in _NO_KERNEL_COPY:
+                raise  # a full disk or an I/O error is the caller's to report, not a reason to retry
             n = _copy_buffered(src_fd, dst_fd, start + done, dst_pos + done, count - done)
         if n == 0:
             raise TaiaError(f"unexpected end of file while copying {count} bytes")

@@ -52,7 +52,27 @@ def resolve_dir(path_or_id: str | Path, allow_patterns: list[str] | None = None)
 
         return Path(snapshot_download(str(path_or_id), allow_patterns=allow_patterns))
     except Exception as e:  # noqa: BLE001 — network, auth and 404 errors all end the same way
-        raise TaiaError(f"cannot fetch {path_or_id} from the hub: {type(e).__name__}: {e}") from None
+        # A typo in a local path looks like `owner/name` too: say both, in one line, with the hub's reason.
+        raise TaiaError(
+            f"{path_or_id} is neither a local path nor reachable on the hub ({type(e).__name__}: "
+            f"{_first_sentence(str(e))})"
+        ) from None
+
+
+def _first_sentence(text: str) -> str:
+    """The hub's errors run to several lines of advice; the first sentence says what happened."""
+    line = next((x.strip() for x in text.splitlines() if x.strip()), "")
+    return line.split(". ")[0].rstrip(".")[:200]
+
+
+def load_kwargs(allow_pickle: bool, trust_remote_code: bool) -> dict[str, Any]:
+    """The pickle rule and remote-code choice, spelled out for every `from_pretrained` of weights:
+    safetensors only unless pickle is allowed, and pickle only through weights_only=True."""
+    return {
+        "use_safetensors": None if allow_pickle else True,
+        "weights_only": True,
+        "trust_remote_code": trust_remote_code,
+    }
 
 
 def load_config(path_or_id: str | Path, trust_remote_code: bool = False) -> Any:

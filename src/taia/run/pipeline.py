@@ -22,7 +22,9 @@ from typing import Any
 
 import yaml
 
+from taia.check import check_inputs
 from taia.config import config_yaml
+from taia.eval.variants import resolve_specs
 from taia.io.timings import LOG, timed
 from taia.run.experiment import ExperimentConfig
 
@@ -36,6 +38,10 @@ def run(cfg: ExperimentConfig) -> dict[str, Any]:
     from taia.run.report import write_report
 
     out = cfg.run_dir
+    if cfg.train is None:  # a given fine-tune is checked before the run dir is made (as `taia eval` would)
+        ec = cfg.eval_config()
+        check_inputs(cfg.model, ec.adapter, ec.finetuned, list(resolve_specs(ec.variants).values()),
+                     **ec.load_options())  # fmt: skip
     out.mkdir(parents=True, exist_ok=True)
     (out / EXPERIMENT).write_text(config_yaml(cfg))
     with timed(out / LOG, stage="train"):
@@ -82,7 +88,8 @@ def inspect_stage(cfg: ExperimentConfig) -> None:
     adapter, finetuned = cfg.fine_tune()
     if path.is_file():
         return
-    result = inspect(InspectConfig(base=cfg.model, adapter=adapter, finetuned=finetuned))
+    load = cfg.eval_config().load_options()  # the eval section's pickle rule and remote-code choice
+    result = inspect(InspectConfig(base=cfg.model, adapter=adapter, finetuned=finetuned, **load))
     path.write_text(json.dumps(result, indent=2) + "\n")
 
 

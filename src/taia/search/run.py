@@ -23,14 +23,16 @@ from typing import Any
 
 import yaml
 
-from taia.classify import ModelMap, model_map
+from taia.check import check_inputs
+from taia.classify import ModelMap
 from taia.config import changed_keys, config_yaml
 from taia.errors import TaiaError
 from taia.eval.metrics import lower_is_better
 from taia.eval.task import Sample
 from taia.eval.tasks import get_task, load_samples
-from taia.io.hf import CONFIG_ONLY, load_adapter, resolve_dir
+from taia.eval.variants import resolve_specs
 from taia.io.rows import data_root
+from taia.lora import group_modules
 from taia.search.config import SearchConfig
 from taia.search.grid import candidates, distinct
 from taia.spec import TaiaSpec
@@ -46,8 +48,8 @@ def search(cfg: SearchConfig) -> dict[str, Any]:
     from taia.search.report import write_search_report
 
     out = Path(cfg.out)
+    mm, changed, molora = changed_tensors(cfg)  # checks the inputs first, as every verb does
     dev, tests = split(cfg)
-    mm, changed, molora = changed_tensors(cfg)
     specs, same = distinct(candidates(cfg.grid, mm.num_layers, molora), changed, mm)
     _prepare_out(cfg, out)
     paths = _write_specs(out / "specs", specs)
@@ -105,16 +107,16 @@ def _content(sample: Sample) -> tuple[str, tuple[str, ...]]:
 
 def changed_tensors(cfg: SearchConfig) -> tuple[ModelMap, list[str], bool]:
     """The base's module map, the tensor names the fine-tune changes, and whether FFN is MoLoRA."""
-    base_dir = resolve_dir(cfg.base, allow_patterns=CONFIG_ONLY)
-    mm = model_map(base_dir, trust_remote_code=cfg.trust_remote_code)
-    if cfg.finetuned is not None:
+    # The inputs are checked (as by `taia eval`) before the search writes anything into its out dir.
+    specs = list(resolve_specs(cfg.test_variants).values())
+    inputs = check_inputs(cfg.base, cfg.adapter, cfg.finetuned, specs, **cfg.load_options())
+    mm = inputs.mm
+    if inputs.adapter_dir is None:
         return mm, list(mm.shapes), False
-    from taia.apply.adapter import group_modules
     from taia.train.molora import read_molora_tensors
 
-    adapter = resolve_dir(cfg.adapter or "")
-    names = [f"{m.unwrapped}.weight" for m in group_modules(load_adapter(adapter)[1]).values()]
-    molora = read_molora_tensors(adapter)
+    names = [f"{m.unwrapped}.weight" for m in group_modules(inputs.adapter_tensors).values()]
+    molora = read_molora_tensors(inputs.adapter_dir)
     if molora is not None:
         names += list(molora[1])
     return mm, names, molora is not None

@@ -11,7 +11,7 @@ tests/test_regularize.py.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Literal, get_args
+from typing import Any, ClassVar, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -107,9 +107,28 @@ class TrainConfig(BaseModel):
     chat_template: str | None = None
     tokenizer: str | None = None
     trust_remote_code: bool = False
+    allow_pickle: bool = False  # a .bin-only base, loaded with weights_only=True (as in `taia apply`)
     resume: bool = False
     overwrite: bool = False
     trainer_args: dict[str, Any] = {}
+
+    # What other tools (TRL, transformers, LLaMA-Factory) call some of these keys: "did you mean" hints.
+    KEY_HINTS: ClassVar[dict[str, str]] = {
+        "learning_rate": "lr", "num_train_epochs": "epochs", "lr_scheduler_type": "scheduler",
+        "warmup_ratio": "warmup", "per_device_train_batch_size": "micro_batch_size",
+        "gradient_checkpointing": "activation_checkpointing", "max_seq_length": "max_length",
+        "cutoff_len": "max_length", "model_name_or_path": "model", "output_dir": "out", "dataset": "data",
+        "finetuning_type": "method", "lora_rank": "lora.r", "lora_r": "lora.r", "lora_alpha": "lora.alpha",
+        "lora_dropout": "lora.dropout",
+    }  # fmt: skip
+
+    @field_validator("method", mode="before")
+    @classmethod
+    def _known_method(cls, v: Any) -> Any:
+        known = [*get_args(Method), *_SHORTHANDS]  # toa / tof are rewritten before this runs
+        if isinstance(v, str) and v not in known:
+            raise ValueError(str(did_you_mean(v, known, "method")))
+        return v
 
     @model_validator(mode="before")
     @classmethod
@@ -167,6 +186,10 @@ class TrainConfig(BaseModel):
         if self.resume and self.overwrite:
             raise ValueError("resume=true continues the run in `out`; overwrite=true deletes it: pick one")
         return self
+
+    def load_options(self) -> dict[str, bool]:
+        """The pickle rule and remote-code choice, as `taia.check.check_inputs` and `load_base` take them."""
+        return {"allow_pickle": self.allow_pickle, "trust_remote_code": self.trust_remote_code}
 
     @property
     def learning_rate(self) -> float:

@@ -15,17 +15,18 @@ from torch import nn
 
 from taia.classify import ModelMap, map_model
 from taia.errors import TaiaError
+from taia.io.hf import load_kwargs
 from taia.train.config import TrainConfig
 from taia.train.targets import BLOCKS, Targets, freeze_except, select, trainable_by_group
 
 
-def load_base(model_dir: Path, trust_remote_code: bool = False) -> nn.Module:
+def load_base(model_dir: Path, trust_remote_code: bool = False, allow_pickle: bool = False) -> nn.Module:
     """fp32 on CPU (bf16 matmuls there are slow and lossy); the checkpoint's own dtype on GPU."""
     from transformers import AutoModelForCausalLM
 
     dtype: Any = "auto" if torch.cuda.is_available() else torch.float32
     model = AutoModelForCausalLM.from_pretrained(
-        str(model_dir), dtype=dtype, trust_remote_code=trust_remote_code
+        str(model_dir), dtype=dtype, **load_kwargs(allow_pickle, trust_remote_code)
     )
     if getattr(model, "is_quantized", False) or getattr(model, "hf_quantizer", None) is not None:
         raise TaiaError(f"{model_dir} is a quantized checkpoint; taia trains plain (de-quantized) weights")

@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from taia.check import check_inputs
 from taia.config import changed_keys, config_yaml
 from taia.errors import TaiaError
 from taia.io.hf import resolve_dir
@@ -48,7 +49,11 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     resuming = check_out(cfg, out)
     state.wait_for_everyone()  # every process has read `out` before the main one writes to it
     batch_plan(cfg, distributed.world_size())
-    model_dir = resolve_dir(cfg.model)
+    # the checker of every verb (pickle rule, truncation, config) before anything is written
+    load = cfg.load_options()
+    model_dir = check_inputs(
+        cfg.model, allow_pickle=cfg.allow_pickle, trust_remote_code=cfg.trust_remote_code
+    ).base_dir
     mixture = mix(cfg.data, data_root(cfg.data_dir), cfg.seed, cfg.limit)
     tokenizer = load_tokenizer(cfg, model_dir)
     prepared = prepare(mixture.conversations, tokenizer)
@@ -59,7 +64,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     from transformers import set_seed
 
     set_seed(cfg.seed)  # LoRA / expert initialisation is part of the seeded run
-    model, trained = build(cfg, load_base(model_dir, cfg.trust_remote_code))
+    model, trained = build(cfg, load_base(model_dir, **load))
     trainer = make_trainer(cfg, out, model, tokenizer, prepared)
     if resume_from and cfg.method == "molora":
         callbacks.restore_molora(model, resume_from)

@@ -50,14 +50,15 @@ def load_tokenizer(src: Sources, chat_template: str | None, trust_remote_code: b
     return tokenizer
 
 
-def load_hf_variants(src: Sources, specs: dict[str, Any]) -> Any:
-    """`Variants` on one transformers model: fp32 on CPU, the checkpoint's dtype on a GPU."""
+def load_hf_variants(src: Sources, specs: dict[str, Any], **load: bool) -> Any:
+    """`Variants` on one transformers model: fp32 on CPU, the checkpoint's dtype on a GPU. `load`:
+    allow_pickle and trust_remote_code."""
     import torch
 
     from taia.eval.variants import load_variants
 
     dtype: Any = "auto" if torch.cuda.is_available() else torch.float32
-    variants = load_variants(src.model, src.adapter, src.finetuned, specs, dtype)
+    variants = load_variants(src.model, src.adapter, src.finetuned, specs, dtype, **load)
     if torch.cuda.is_available():
         variants.model.to("cuda")
     return variants
@@ -73,5 +74,5 @@ def make_backend(cfg: EvalConfig, specs: dict[str, Any]) -> tuple[Any, Any]:
         return make_vllm(cfg, src.model, src.adapter, src.finetuned, tokenizer, specs)
     from taia.eval.backends.hf import HFBackend
 
-    variants = load_hf_variants(src, specs)
+    variants = load_hf_variants(src, specs, **cfg.load_options())
     return HFBackend(variants.model, tokenizer, cfg.batch_size), variants

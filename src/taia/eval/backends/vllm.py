@@ -90,10 +90,15 @@ def make_vllm(
             continue
         if adapter is None:
             raise TaiaError(f"variant {name!r} needs a fine-tune: give --adapter")
-        apply_adapter(model_dir, adapter, tmp / name, spec)
+        apply_adapter(model_dir, adapter, tmp / name, spec, **cfg.load_options())
         requests[name] = LoRARequest(name, i, str(tmp / name))
     lora = {"max_loras": 1, "max_lora_rank": lora_rank(adapter)} if adapter is not None else {}
-    llm = LLM(model=str(model_dir), enable_lora=adapter is not None, seed=cfg.seed, **lora)
+    # The pickle rule of every loader: safetensors only unless pickle is allowed; remote code as configured.
+    load = {
+        "load_format": "auto" if cfg.allow_pickle else "safetensors",
+        "trust_remote_code": cfg.trust_remote_code,
+    }
+    llm = LLM(model=str(model_dir), enable_lora=adapter is not None, seed=cfg.seed, **lora, **load)
     variants = VLLMVariants(requests)
     return VLLMBackend(llm, tokenizer, variants), variants
 
