@@ -22,7 +22,7 @@ from taia.eval.config import EvalConfig
 from taia.eval.protocol import Choice, Generation, request
 from taia.eval.results import REFERENCES, SampleLog, paired_delta, summarize, table
 from taia.eval.task import LETTERS, Sample, Task
-from taia.eval.tasks import get_task, load_samples
+from taia.eval.tasks import get_task, load_samples, task_keys
 from taia.eval.variants import resolve_specs, variant_names
 from taia.io.rows import data_root
 from taia.io.timings import LOG, sum_seconds, timed
@@ -36,14 +36,15 @@ _CHUNK = 64  # scoring requests per write: bounds the work an interruption can l
 def evaluate(cfg: EvalConfig, samples: dict[str, list[Sample]] | None = None) -> dict[str, Any]:
     """Run (or finish) the evaluation; returns what `OUT/results.json` holds and prints the table.
 
-    `samples` (task → samples) replaces loading `cfg.tasks` from the data root: `taia search` passes
-    test splits with the dev samples carved out."""
+    `samples` (task key → samples) replaces loading `cfg.tasks` from the data root: `taia search` passes
+    test splits with the dev samples carved out. Results are keyed by `task_key`: a task file by its name."""
     out = Path(cfg.out)
     specs = resolve_specs(cfg.variants)
     if loracl.ROUTER in cfg.variants:
         loracl.check(cfg)
     names = variant_names(cfg.variants, specs)  # specs and the router, in the order given
-    tasks = {name: get_task(name) for name in cfg.tasks} if cfg.harness == "taia" else {}
+    keys = task_keys(cfg.tasks) if cfg.harness == "taia" else {}
+    tasks = {key: get_task(ref) for ref, key in keys.items()}
     needy = [v for v, spec in specs.items() if spec.keeps_anything()]
     if needy and cfg.adapter is None and cfg.finetuned is None:
         raise TaiaError(f"variant {needy[0]!r} needs a fine-tune: give --adapter or --finetuned")
@@ -51,7 +52,7 @@ def evaluate(cfg: EvalConfig, samples: dict[str, list[Sample]] | None = None) ->
         return _with_lm_eval(cfg, out, specs)
     if samples is None:
         root = data_root(cfg.data_dir)
-        samples = {name: load_samples(name, root, cfg.limit, cfg.seed) for name in cfg.tasks}
+        samples = {key: load_samples(ref, root, cfg.limit, cfg.seed) for ref, key in keys.items()}
     _check_out(cfg, out)  # inputs are good: now write
     logs = {(v, t): SampleLog(out / "samples" / v / f"{t}.jsonl") for v in names for t in tasks}
     todo = {k: [s for s in samples[k[1]] if s.id not in log.done()] for k, log in logs.items()}

@@ -36,6 +36,7 @@ def run(cfg: ExperimentConfig) -> dict[str, Any]:
     from taia.run.report import write_report
 
     out = cfg.run_dir
+    check_task_files(cfg)
     out.mkdir(parents=True, exist_ok=True)
     (out / EXPERIMENT).write_text(config_yaml(cfg))
     with timed(out / LOG, stage="train"):
@@ -51,6 +52,17 @@ def run(cfg: ExperimentConfig) -> dict[str, Any]:
     paths = write_report(out, html=cfg.report_html)
     print(f"taia run: report in {paths['md']}")
     return {"report": {k: str(p) for k, p in paths.items()}, "results": results["results"]}
+
+
+def check_task_files(cfg: ExperimentConfig) -> None:
+    """Load the rows of the experiment's own task files now: a bad row fails before training, not after."""
+    from taia.eval.tasks import load_samples
+    from taia.eval.tasks.custom import is_task_file
+    from taia.io.rows import data_root
+
+    ec = cfg.eval_config()
+    for ref in (t for t in ec.tasks if ec.harness == "taia" and is_task_file(t)):
+        load_samples(ref, data_root(ec.data_dir), ec.limit, ec.seed)
 
 
 def train_stage(cfg: ExperimentConfig) -> bool:

@@ -12,6 +12,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+from taia.eval.tasks import task_key
 from taia.run.report import shown, write_report
 from taia.search.config import SearchConfig
 from taia.spec import TaiaSpec
@@ -30,7 +31,8 @@ def write_search_report(
     same_as: str | None = None,
 ) -> dict[str, Any]:
     """Write search.json, search.md, plots/dev_grid.png and OUT/test's report; return search.json."""
-    rows = [_candidate(s, dev["results"][s.name][cfg.dev_task], same) for s in specs]
+    dev_key = task_key(cfg.dev_task)  # results key a task file by its name
+    rows = [_candidate(s, dev["results"][s.name][dev_key], same) for s in specs]
     result = {
         "dev_task": cfg.dev_task,
         "dev_n": rows[0]["n"],
@@ -109,7 +111,7 @@ def _test_lines(cfg: SearchConfig, result: dict[str, Any]) -> list[str]:
         "| task | " + " | ".join(variants) + " | chosen − base | chosen − vanilla |",
         "|---|" + "---|" * (len(variants) + 2),
     ]
-    for task in cfg.test_tasks:
+    for task in map(task_key, cfg.test_tasks):
         cells = [_score(tests[v][task]) for v in variants]
         deltas = [
             _delta(paired.get(result["best"], {}).get(task, {}).get(ref)) for ref in ("base", "vanilla")
