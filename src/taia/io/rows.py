@@ -203,23 +203,37 @@ def looks_like_hub_id(path: str) -> bool:
 
 
 def resolve_rows(
-    path: str, root: Path | None, split: str = "train", subset: str | None = None
+    path: str,
+    root: Path | None,
+    split: str = "train",
+    subset: str | None = None,
+    hub: tuple[str, str, str | None] | None = None,
 ) -> tuple[list[Row], str]:
-    """Rows of a local file (as given, or under the data root) or a hub dataset, and where they came from."""
+    """Rows of a local file (as given, or under the data root), else of a hub dataset, and where they came
+    from. The hub dataset is `hub` = (id, split, subset) when given (a local file's hub copy), else `path`
+    itself when it is a hub id. Neither found: one line saying every place looked and how to point elsewhere.
+    """
     found = find_file(path, root)
     if found is not None:
         return read_rows(found), str(found)
-    hub = "not a hub dataset id (owner/name)"
-    if looks_like_hub_id(path):
+    if hub is None and looks_like_hub_id(path):
+        hub = (path, split, subset)
+    if hub is None:
+        why = "not a hub dataset id (owner/name), and no hub: copy is named"
+    else:
+        hub_id, hub_split, hub_subset = hub
         try:
-            return load_hub_rows(path, split, subset), f"hub:{path}"
+            rows = load_hub_rows(hub_id, hub_split, hub_subset)
+            return rows, f"hub:{hub_id}" + (f"/{hub_subset}" if hub_subset else "")
         except TaiaError:
             raise
         except Exception as e:  # noqa: BLE001  # datasets raises many types; the user needs only the message
             lines = str(e).strip().splitlines()
-            hub = f"not on the Hugging Face Hub ({lines[-1] if lines else type(e).__name__})"
+            copy = "its hub copy " if hub_id != path else "on the Hugging Face Hub "
+            why = f"{copy}{hub_id} ({hub_subset or 'default'}, {hub_split}) failed: "
+            why += lines[-1] if lines else type(e).__name__
     raise TaiaError(
-        f"data {path!r} not found: not at {Path(path).expanduser().absolute()}, {_under_root(root)}, {hub}"
+        f"data {path!r} not found: not at {Path(path).expanduser().absolute()}, {_under_root(root)}; {why}"
     )
 
 
