@@ -256,3 +256,21 @@ def test_run_refuses_a_bad_task_file_before_any_work(tmp_path, chat_model, capsy
     task.write_text(yaml.safe_dump({"kind": "number", "data": "sums.jsonl", "fields": {"q": "q"}}))
     assert main(["run", str(tmp_path / "exp.yaml")]) == 2
     assert "eval.tasks: task file" in capsys.readouterr().err and not (tmp_path / "run").exists()
+
+
+def test_an_edited_gold_is_refused_on_resume(tmp_path, chat_model, fixed_backend):
+    task = free_task(tmp_path, "number", "sums")
+    cfg = EvalConfig(model=str(chat_model("llama")), tasks=[str(task)], variants=["base"],
+                     out=str(tmp_path / "ev"), max_new_tokens=8)  # fmt: skip
+    assert evaluate(cfg)["results"]["base"]["sums"]["score"] == pytest.approx(2 / 3)
+    rows = [
+        {**FREE_ROWS[0]},
+        {**FREE_ROWS[1], "a": 4},
+        FREE_ROWS[2],
+    ]  # a fixed label: the stored row is stale
+    (tmp_path / "sums.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with pytest.raises(
+        TaiaError, match=r"'sums//y' was scored against gold '7', but task 'sums' now says '4'"
+    ):
+        evaluate(cfg)
+    assert evaluate(cfg.model_copy(update={"overwrite": True}))["results"]["base"]["sums"]["score"] == 1.0

@@ -55,6 +55,7 @@ def evaluate(cfg: EvalConfig, samples: dict[str, list[Sample]] | None = None) ->
         samples = {key: load_samples(ref, root, cfg.limit, cfg.seed) for ref, key in keys.items()}
     _check_out(cfg, out)  # inputs are good: now write
     logs = {(v, t): SampleLog(out / "samples" / v / f"{t}.jsonl") for v in names for t in tasks}
+    _check_golds(logs, samples)
     todo = {k: [s for s in samples[k[1]] if s.id not in log.done()] for k, log in logs.items()}
     if any(todo.values()):
         _answer(cfg, tasks, todo, logs, specs)
@@ -71,6 +72,19 @@ def evaluate(cfg: EvalConfig, samples: dict[str, list[Sample]] | None = None) ->
             if r["empty_outputs"]:
                 print(f"taia: warning: {v}/{t}: {r['empty_outputs']} of {r['n']} outputs are empty (wrong)")
     return report
+
+
+def _check_golds(logs: dict[tuple[str, str], SampleLog], samples: dict[str, list[Sample]]) -> None:
+    """A stored answer scored against another gold than the task's now (an edited task file) is refused,
+    not silently reused on resume."""
+    for (_, task), log in logs.items():
+        for sample in samples[task]:
+            row = log.rows.get(sample.id)
+            if row is not None and row.get("gold") != sample.gold:
+                raise TaiaError(
+                    f"{log.path}: {sample.id!r} was scored against gold {row.get('gold')!r}, but task "
+                    f"{task!r} now says {sample.gold!r} (data changed?); use overwrite=true or another out"
+                )
 
 
 def _with_lm_eval(cfg: EvalConfig, out: Path, specs: dict) -> dict[str, Any]:
