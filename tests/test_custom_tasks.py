@@ -274,3 +274,20 @@ def test_an_edited_gold_is_refused_on_resume(tmp_path, chat_model, fixed_backend
     ):
         evaluate(cfg)
     assert evaluate(cfg.model_copy(update={"overwrite": True}))["results"]["base"]["sums"]["score"] == 1.0
+
+
+def test_subset_files_and_one_subset_alone(tmp_path):
+    for topic, golds in (("cats", [1, 2]), ("dogs", [3])):
+        rows = [{"q": f"{topic} {g}?", "a": g} for g in golds]
+        (tmp_path / f"{topic}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    spec = {"kind": "number", "subsets": ["cats", "dogs"], "aggregate": "macro",
+            "data": "{subset}.jsonl", "fields": {"question": "q", "answer": "a"}}  # fmt: skip
+    path = tmp_path / "pets.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    assert [(s.id, s.gold) for s in load_samples(str(path), None)] == [
+        ("pets/cats/0", "1"), ("pets/cats/1", "2"), ("pets/dogs/0", "3")
+    ]  # fmt: skip
+    one = f"{path}:dogs"
+    assert [s.id for s in load_samples(one, None)] == ["pets/dogs/0"] and task_key(one) == "pets:dogs"
+    with pytest.raises(TaiaError, match=r"unknown pets subset 'dog'; did you mean 'dogs'"):
+        get_task(f"{path}:dog")
