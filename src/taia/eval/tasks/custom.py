@@ -96,10 +96,6 @@ class CustomTaskSpec(TaskSpec):
             raise ValueError("aggregate: macro needs subsets (fields.subset, or subsets: and {subset} files)")
         return self
 
-    @property
-    def file(self) -> Path:
-        return self._file
-
     def samples(self, rows: list[Row], src: Source) -> list[Sample]:
         if self.fields is None:
             return super().samples(rows, src)
