@@ -308,6 +308,25 @@ def test_local_file_with_a_hub_copy(tmp_path: Path, monkeypatch: pytest.MonkeyPa
         DataSource.model_validate({**source, "hub": "not a hub id"})
 
 
+def test_hub_request_warnings_are_held_back(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Offline, huggingface_hub logs every failed request; the one-line not-found error says it all."""
+    import logging
+
+    import datasets
+
+    def offline(*args: Any, **kwargs: Any) -> None:
+        logging.getLogger("huggingface_hub.utils._http").warning("'[Errno -2]' thrown while requesting HEAD")
+        raise ConnectionError("Couldn't reach 'me/x' on the Hub (LocalEntryNotFoundError)")
+
+    monkeypatch.setattr(datasets, "load_dataset", offline)
+    with caplog.at_level(logging.WARNING), pytest.raises(ConnectionError):
+        rows_mod.load_hub_rows("me/x", "train", None)
+    assert [r.message for r in caplog.records] == []
+    assert logging.getLogger("huggingface_hub").level != logging.ERROR  # restored
+
+
 # --- mixing ----------------------------------------------------------------------------------------------
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import gzip
 import json
+import logging
 import os
 import re
 from collections.abc import Iterable
@@ -191,7 +192,15 @@ def load_hub_rows(dataset_id: str, split: str, subset: str | None) -> list[Row]:
     """A Hugging Face Hub dataset split, as rows numbered from 1 (needs network or the HF cache)."""
     from datasets import load_dataset  # lazy: heavy, and only hub sources need it
 
-    ds = load_dataset(dataset_id, subset, split=split)
+    # Offline, huggingface_hub logs each failed request before raising; the error alone is enough (taia's
+    # not-found message quotes its last line), so its warnings are held back while loading.
+    hub_log = logging.getLogger("huggingface_hub")
+    level = hub_log.level
+    hub_log.setLevel(logging.ERROR)
+    try:
+        ds = load_dataset(dataset_id, subset, split=split)
+    finally:
+        hub_log.setLevel(level)
     rows = [Row(dict(r), i + 1) for i, r in enumerate(ds)]
     if not rows:
         raise TaiaError(f"hub:{dataset_id}: no rows in split {split!r}")
