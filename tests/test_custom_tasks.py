@@ -291,3 +291,16 @@ def test_subset_files_and_one_subset_alone(tmp_path):
     assert [s.id for s in load_samples(one, None)] == ["pets/dogs/0"] and task_key(one) == "pets:dogs"
     with pytest.raises(TaiaError, match=r"unknown pets subset 'dog'; did you mean 'dogs'"):
         get_task(f"{path}:dog")
+
+
+def test_built_in_and_file_tasks_together(tmp_path, chat_model, fixed_backend, monkeypatch):
+    """`--tasks csqa,yesno.yaml`: CommonsenseQA (here from a stand-in hub, its layout) beside a task file."""
+    choices = {"label": list("ABCDE"), "text": ["yes", "no", "up", "down", "left"]}
+    hub = [{"question": f"Q{i}?", "choices": choices, "answerKey": "AB"[i]} for i in range(2)]
+    monkeypatch.setattr(tasks_mod, "load_hub_rows", lambda *a: [Row(r, i + 1) for i, r in enumerate(hub)])
+    argv = ["eval", "--model", str(chat_model("llama")), "--tasks", f"csqa,{mc_task(tmp_path)}",
+            "--variants", "base", "--data-dir", str(tmp_path / "none"),
+            "--out", str(tmp_path / "ev")]  # fmt: skip
+    assert main(argv) == 0
+    results = json.loads((tmp_path / "ev" / "results.json").read_text())["results"]["base"]
+    assert {t: (r["n"], r["score"]) for t, r in results.items()} == {"csqa": (2, 0.5), "yesno": (4, 0.75)}
