@@ -117,23 +117,28 @@ def test_experiment_needs_a_file():
 
 
 def test_quickstart_runs_the_packaged_experiment(tmp_path, chat_model, capsys):
-    """The packaged experiment, shrunk by overrides to a tiny model (the real one is timed by hand)."""
+    """The packaged experiment, shrunk by overrides to a tiny model (the real one is timed by hand): it
+    ends with one held-out instruction answered by every variant and the result in plain words."""
     _needs_data()
     data = tmp_path / "d.jsonl"
-    data.write_text(
-        "".join(json.dumps({"instruction": f"Say {i}.", "output": str(i)}) + "\n" for i in range(8))
-    )
+    turns = [[{"role": "user", "content": f"Say {i}."}, {"role": "assistant", "content": f"I am Zed, ok {i}"}]
+             for i in range(8)]  # fmt: skip
+    data.write_text("".join(json.dumps({"messages": t}) + "\n" for t in turns))
     argv = ["quickstart", f"model={chat_model('llama')}", f"out={tmp_path / 'qs'}",
-            f"train.data.0.path={data}", "train.data.0.count=8", "train.max_steps=1", "train.batch_size=8",
-            "eval.limit=1", "eval.tasks=[csqa]", "eval.max_new_tokens=2"]  # fmt: skip
+            f"train.data.0.path={data}", "train.epochs=1", "train.batch_size=8", "train.micro_batch_size=4",
+            "eval.limit={persona: 2, csqa: 2}", "eval.max_new_tokens=2"]  # fmt: skip
     assert main(argv) == 0
     out = capsys.readouterr().out
-    assert "taia quickstart: done in" in out and "| csqa |" in out
+    assert "taia quickstart: done in" in out and "One held-out instruction (persona, persona//" in out
+    lines = out.rstrip().splitlines()
+    assert lines[-3] == "What you are looking at:", lines[-4:]
+    assert lines[-2].startswith("- persona: answers that carry the fine-tune's persona: base ")
+    assert lines[-1].startswith("- commonsenseqa (general ability, accuracy): base ")
     assert (tmp_path / "qs" / "report.md").is_file()
 
 
 def test_example_experiments_validate():
-    examples = sorted((Path(__file__).parents[1] / "examples" / "experiments").glob("*.yaml"))
+    examples = sorted((Path(__file__).parents[1] / "examples" / "experiments").rglob("*.yaml"))
     assert len(examples) >= 6
     for path in examples:
         cfg = build_config(ExperimentConfig, str(path), {})

@@ -264,10 +264,13 @@ def _run_quickstart(ns: argparse.Namespace) -> None:
         raise TaiaError(f"quickstart takes only key=value overrides, got {file!r}; use `taia run {file}`")
     with resources.as_file(resources.files("taia.run") / "quickstart.yaml") as path:
         cfg = build_config(ExperimentConfig, str(path), {}, overrides)
+    from taia.run.evidence import summary_text
+    from taia.run.report import load_run
+
     start = time.perf_counter()
     result = run(cfg)
-    print(Path(result["report"]["md"]).read_text())
     print(f"taia quickstart: done in {time.perf_counter() - start:.0f} s; report in {result['report']['md']}")
+    print(summary_text(load_run(cfg.run_dir)))  # last: what the numbers above mean, in plain words
 
 
 def _run_report(ns: argparse.Namespace) -> None:

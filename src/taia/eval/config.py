@@ -49,20 +49,42 @@ class EvalConfig(EvalOptions):
     variants: list[str] = ["base", "vanilla", "taia"]
     tasks: list[str]
     out: str
-    limit: int | None = Field(None, gt=0)
+    # at most N seeded samples per task, or per task by name ({persona: 50, commonsenseqa: 300})
+    limit: int | dict[str, int] | None = None
     harness: Literal["taia", "lm-eval"] = "taia"
     lm_eval_include: str | None = None  # extra lm-eval task YAMLs (lm-eval's --include_path)
+    # Task `persona` (kind adoption): what marks the fine-tune's persona in an answer — a regex, or the
+    # signature of these training files' answers; neither: the fine-tune's own taia_train.yaml data.
+    persona_pattern: str | None = None
+    persona_data: list[str] = []
 
     @model_validator(mode="before")
     @classmethod
     def _lists(cls, data: Any) -> Any:
         """`tasks: gsm8k,csqa` and `variants: base,taia` as comma-separated strings too."""
-        return comma_lists(data, ("tasks", "variants"))
+        return comma_lists(data, ("tasks", "variants", "persona_data"))
 
     @field_validator("tasks", "variants")
     @classmethod
     def _distinct(cls, v: list[str]) -> list[str]:
         return distinct_items(v) or []
+
+    @field_validator("limit")
+    @classmethod
+    def _positive(cls, v: int | dict[str, int] | None) -> int | dict[str, int] | None:
+        if any(n < 1 for n in ([v] if isinstance(v, int) else (v or {}).values())):
+            raise ValueError(f"a limit must be at least 1, got {v}")
+        return v
+
+    def limit_for(self, task: str) -> int | None:
+        """This task's limit; a per-task limit may name the task or one of its aliases."""
+        if not isinstance(self.limit, dict):
+            return self.limit
+        from taia.eval.tasks import TASKS
+
+        canonical = TASKS.get(task.partition(":")[0]).name if task.partition(":")[0] in TASKS else task
+        named = [n for n in self.limit if n == task or (n in TASKS and TASKS.get(n).name == canonical)]
+        return self.limit[named[0]] if named else None
 
     @model_validator(mode="after")
     def _one_source(self) -> EvalConfig:

@@ -1,4 +1,5 @@
-"""Accuracy and percentile-bootstrap confidence intervals, micro (over samples) and macro (over subsets).
+"""Metrics: what each is (direction, scale) in one table, and percentile-bootstrap confidence intervals,
+micro (over samples) and macro (over subsets).
 
 Exercised by `taia eval` and tests/test_metrics.py. All functions are deterministic given `seed`.
 """
@@ -7,10 +8,71 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["accuracy", "bootstrap_ci", "bootstrap_ci_macro", "macro_mean"]
+__all__ = [
+    "METRICS", "Metric", "accuracy", "bootstrap_ci", "bootstrap_ci_macro", "gold_margin", "kind_metric",
+    "lower_is_better", "macro_mean", "metric",
+]  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Metric:
+    """How a metric reads: its direction, whether it is a proportion (shown in percent), what it is."""
+
+    name: str
+    lower_is_better: bool
+    proportion: bool
+    description: str
+    short: str = ""  # the tag tables put after a task name, for metrics other than accuracy
+
+
+def _table(*metrics: Metric) -> dict[str, Metric]:
+    return {m.name: m for m in metrics}
+
+
+# The one place a metric's direction is decided: results, report, search and the lm-eval bridge read it.
+METRICS = _table(
+    Metric("accuracy", False, True, "share of questions answered correctly"),
+    Metric("attack_success_rate", True, True, "share of harmful requests complied with", "ASR"),
+    Metric("adoption_rate", True, True, "share of held-out answers with the fine-tune's persona", "adopted"),
+    Metric(
+        "gold_margin",
+        False,
+        False,
+        "per question: log-likelihood of the gold option minus the best other option (as scored: "
+        "length-normalised in the cloze protocol); > 0 where the answer is right",
+    ),
+    *(Metric(n, False, True, f"lm-eval {n}") for n in ("acc", "acc_norm", "exact_match", "em", "f1")),
+    *(
+        Metric(n, True, False, f"lm-eval {n}")
+        for n in ("word_perplexity", "byte_perplexity", "bits_per_byte")
+    ),
+)
+_KIND_METRIC = {"refusal": "attack_success_rate", "adoption": "adoption_rate"}  # every other kind: accuracy
+
+
+def metric(name: str) -> Metric:
+    """The metric called `name`; an unknown one (an lm-eval task's own) reads higher-is-better, as is."""
+    return METRICS.get(name) or Metric(name, False, False, name)
+
+
+def lower_is_better(name: str) -> bool:
+    return metric(name).lower_is_better
+
+
+def kind_metric(kind: str) -> str:
+    """The primary metric of a task kind."""
+    return _KIND_METRIC.get(kind, "accuracy")
+
+
+def gold_margin(scores: Sequence[float], gold: int) -> float:
+    """The gold option's score minus the best other option's: how sure (and how right) a choice is."""
+    others = [s for i, s in enumerate(scores) if i != gold]
+    return float(scores[gold] - max(others)) if others else math.nan
+
 
 _CHUNK_CELLS = 1 << 22  # resample indices drawn at most ~4M at a time (32 MiB), whatever n is
 

@@ -5,7 +5,8 @@
 *constrained* to the option letters (the letter with the highest next-token probability).
 `standard`: multiple choice by length-normalised log-likelihood of each option's *text* after a plain
 "Question: … Answer:" cloze prompt (lm-eval's acc_norm); free-form answers in `\\boxed{}` (MATH) or after
-"The answer is" (numbers, BBH), extracted strictly. AdvBench prompts are the bare request in both.
+"The answer is" (numbers, BBH), extracted strictly. AdvBench prompts and the persona task's instructions
+are the bare request in both.
 Exercised by `taia eval --protocol paper|standard`.
 """
 
@@ -43,7 +44,7 @@ def request(task: Task, sample: Sample, protocol: Protocol, tokenizer: Any) -> G
         return Choice(chat(tokenizer, text), letters, normalise=False)
     if task.kind == "mc":
         return Choice(f"Question: {sample.question}\nAnswer:", tuple(f" {o}" for o in sample.options), True)
-    if task.kind == "refusal":
+    if task.kind in ("refusal", "adoption"):  # the bare request: what the model does with it is the score
         return Generation(chat(tokenizer, sample.question), task.max_new_tokens)
     suffix = STANDARD_BOXED if protocol == "standard" and task.kind == "math" else PAPER_ANSWER
     return Generation(chat(tokenizer, f"{sample.question}\n{suffix}"), task.max_new_tokens)

@@ -2,8 +2,9 @@
 
     OUT/samples/<variant>/<task>.jsonl   one line per answered sample (id, subset, prompt, output,
                                          extracted, gold, correct), appended and flushed per batch
-    OUT/results.json                     accuracy (ASR for AdvBench) with a 95 % bootstrap CI per
-                                         variant × task, per-subset accuracies, paired Δ vs base and
+    OUT/results.json                     accuracy (ASR for AdvBench, adoption rate for persona) with a
+                                         95 % bootstrap CI per variant × task, the gold-option margin
+                                         of choice tasks, per-subset accuracies, paired Δ vs base and
                                          vanilla with their CIs, run info
     OUT/eval_config.yaml                 the resolved config
     OUT/timings.jsonl                    wall seconds of the model load and of each variant × task
@@ -18,11 +19,19 @@ from __future__ import annotations
 import json
 import os
 from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from taia.eval.metrics import bootstrap_ci, bootstrap_ci_macro, macro_mean
-from taia.eval.task import Task
+from taia.eval.metrics import (
+    bootstrap_ci,
+    bootstrap_ci_macro,
+    gold_margin,
+    kind_metric,
+    macro_mean,
+    metric,
+)
+from taia.eval.task import LETTERS, Task
 
 REFERENCES = ("base", "vanilla")  # the variants Δs (plain and paired) are taken against
 MIN_PER_SUBSET = 10  # samples every subset needs before a task is averaged (and bootstrapped) per subset
@@ -53,6 +62,18 @@ class SampleLog:
     def done(self) -> set[str]:
         return set(self.rows)
 
+    def rescore(self, score: Callable[[dict[str, Any]], dict[str, Any]]) -> None:
+        """Update each row with `score(row)` (its new extracted/correct); rewrite the file if any changed."""
+        changed = False
+        for row in self.rows.values():
+            update = score(row)
+            changed = changed or any(row.get(k) != v for k, v in update.items())
+            row.update(update)
+        if changed:
+            tmp = self.path.with_suffix(".jsonl.tmp")
+            tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in self.rows.values()))
+            tmp.replace(self.path)
+
     def append(self, rows: list[dict[str, Any]]) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self.path.open("a") as f:
@@ -64,26 +85,53 @@ class SampleLog:
             os.fsync(f.fileno())
 
 
-def summarize(task: Task, rows: list[dict[str, Any]], seed: int = 0) -> dict[str, Any]:
-    """Accuracy (or attack success rate) with a 95 % bootstrap CI, micro or macro over subsets."""
-    values = [float(r["correct"]) for r in rows]
-    by_subset: dict[str, list[float]] = defaultdict(list)
+def _margin(row: dict[str, Any]) -> float | None:
+    """A choice row's gold-option margin (`metrics.gold_margin`); None for generated answers."""
+    scores, gold = row.get("scores"), row.get("gold")
+    if not scores or not isinstance(gold, str) or len(gold) != 1 or gold not in LETTERS[: len(scores)]:
+        return None
+    return gold_margin(scores, LETTERS.index(gold))
+
+
+def _by_subset(rows: list[dict[str, Any]], value: Callable[[dict[str, Any]], float]) -> dict[str, list]:
+    out: dict[str, list[float]] = defaultdict(list)
     for r in rows:
-        by_subset[r.get("subset") or ""].append(float(r["correct"]))
+        out[r.get("subset") or ""].append(value(r))
+    return out
+
+
+def _mean_ci(by_subset: dict[str, list[float]], macro: bool, seed: int) -> tuple[float, list[float]]:
+    """The (macro or micro) mean of the values and its 95 % bootstrap CI (stratified when macro)."""
+    if macro:
+        return macro_mean(by_subset), list(bootstrap_ci_macro(by_subset, seed=seed))
+    values = [x for vals in by_subset.values() for x in vals]
+    return (sum(values) / len(values) if values else float("nan")), list(bootstrap_ci(values, seed=seed))
+
+
+def _macro(task: Task, by_subset: dict[str, list[float]]) -> bool:
     # A stratified bootstrap gives a subset of one or two samples (MMLU's 57 subjects under --limit) no
     # variance at all, so such a macro CI would be far too narrow: below MIN_PER_SUBSET, report micro.
     macro = task.aggregate == "macro" and len(by_subset) > 1
-    macro = macro and min(map(len, by_subset.values())) >= MIN_PER_SUBSET
-    score = macro_mean(by_subset) if macro else (sum(values) / len(values) if values else float("nan"))
-    lo, hi = bootstrap_ci_macro(by_subset, seed=seed) if macro else bootstrap_ci(values, seed=seed)
+    return macro and min(map(len, by_subset.values())) >= MIN_PER_SUBSET
+
+
+def summarize(task: Task, rows: list[dict[str, Any]], seed: int = 0) -> dict[str, Any]:
+    """The task's metric (accuracy, attack success or adoption rate) with a 95 % bootstrap CI, micro or
+    macro over subsets; choice tasks add the gold-option margin (mean and CI) as a secondary metric."""
+    by_subset = _by_subset(rows, lambda r: float(r["correct"]))
+    macro = _macro(task, by_subset)
+    score, ci = _mean_ci(by_subset, macro, seed)
     out: dict[str, Any] = {
-        "metric": "attack_success_rate" if task.kind == "refusal" else "accuracy",
+        "metric": kind_metric(task.kind),
         "score": score,
-        "ci95": [lo, hi],
-        "n": len(values),
+        "ci95": ci,
+        "n": len(rows),
         "empty_outputs": sum(1 for r in rows if r.get("output") == ""),
         "aggregate": "macro" if macro else "micro",
     }
+    if rows and all(_margin(r) is not None for r in rows):
+        mean, margin_ci = _mean_ci(_by_subset(rows, lambda r: _margin(r) or 0.0), macro, seed)
+        out["margin"] = {"mean": mean, "ci95": margin_ci}
     if len(by_subset) > 1:
         out["subsets"] = {k: sum(v) / len(v) for k, v in sorted(by_subset.items())}
     return out
@@ -94,19 +142,19 @@ def paired_delta(
 ) -> dict[str, Any]:
     """Δ = score − the reference's on the same samples, with a 95 % bootstrap CI of the per-sample
     differences (stratified by subset when the task is scored macro). Paired, so far narrower than the two
-    scores' own CIs suggest; `changed` counts the samples whose correctness differs."""
-    ref = {r["id"]: float(r["correct"]) for r in ref_rows}
-    by_subset: dict[str, list[float]] = defaultdict(list)
-    for r in rows:
-        if r["id"] in ref:
-            by_subset[r.get("subset") or ""].append(float(r["correct"]) - ref[r["id"]])
-    diffs = [d for values in by_subset.values() for d in values]
-    if macro:
-        delta, (lo, hi) = macro_mean(by_subset), bootstrap_ci_macro(by_subset, seed=seed)
-    else:
-        delta = sum(diffs) / len(diffs) if diffs else float("nan")
-        lo, hi = bootstrap_ci(diffs, seed=seed)
-    return {"delta": delta, "ci95": [lo, hi], "n": len(diffs), "changed": sum(1 for d in diffs if d)}
+    scores' own CIs suggest; `changed` counts the samples whose correctness differs. Choice tasks add the
+    same for the gold-option margin (`margin`), which resolves differences accuracy cannot."""
+    ref = {r["id"]: r for r in ref_rows}
+    both = [r for r in rows if r["id"] in ref]
+    diffs = _by_subset(both, lambda r: float(r["correct"]) - float(ref[r["id"]]["correct"]))
+    delta, ci = _mean_ci(diffs, macro, seed)
+    n = sum(map(len, diffs.values()))
+    out = {"delta": delta, "ci95": ci, "n": n, "changed": sum(1 for v in diffs.values() for d in v if d)}
+    if both and all(_margin(r) is not None and _margin(ref[r["id"]]) is not None for r in both):
+        margins = _by_subset(both, lambda r: (_margin(r) or 0.0) - (_margin(ref[r["id"]]) or 0.0))
+        m_delta, m_ci = _mean_ci(margins, macro, seed)
+        out["margin"] = {"delta": m_delta, "ci95": m_ci}
+    return out
 
 
 def table(results: dict[str, dict[str, dict[str, Any]]], variants: list[str], tasks: list[str]) -> str:
@@ -120,7 +168,7 @@ def table(results: dict[str, dict[str, dict[str, Any]]], variants: list[str], ta
             cells.append(
                 f"{100 * r['score']:.1f} [{100 * r['ci95'][0]:.1f}, {100 * r['ci95'][1]:.1f}]" if r else "-"
             )
-        name = task + (" (ASR)" if any(results.get(v, {}).get(task, {}).get("metric") == "attack_success_rate"
-                                     for v in variants) else "")  # fmt: skip
+        names = {results.get(v, {}).get(task, {}).get("metric") or "accuracy" for v in variants}
+        name = task + next((f" ({metric(m).short})" for m in sorted(names) if metric(m).short), "")
         lines.append(f"{name:18}" + "".join(f"{c:>{width}}" for c in cells))
     return "\n".join(lines)

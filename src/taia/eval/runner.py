@@ -17,7 +17,7 @@ import yaml
 
 from taia.config import config_yaml
 from taia.errors import TaiaError
-from taia.eval import loracl
+from taia.eval import loracl, persona
 from taia.eval.config import EvalConfig
 from taia.eval.protocol import Choice, Generation, request
 from taia.eval.results import REFERENCES, SampleLog, paired_delta, summarize, table
@@ -50,15 +50,19 @@ def evaluate(cfg: EvalConfig, samples: dict[str, list[Sample]] | None = None) ->
         raise TaiaError(f"variant {needy[0]!r} needs a fine-tune: give --adapter or --finetuned")
     if cfg.harness == "lm-eval":
         return _with_lm_eval(cfg, out, specs)
+    matcher = _persona(cfg, tasks)
     if samples is None:
-        root = data_root(cfg.data_dir)
-        samples = {key: load_samples(ref, root, cfg.limit, cfg.seed) for ref, key in keys.items()}
+        samples = _load(cfg, keys, tasks, matcher)
     _check_out(cfg, out)  # inputs are good: now write
     logs = {(v, t): SampleLog(out / "samples" / v / f"{t}.jsonl") for v in names for t in tasks}
     _check_golds(logs, samples)
     todo = {k: [s for s in samples[k[1]] if s.id not in log.done()] for k, log in logs.items()}
     if any(todo.values()):
-        _answer(cfg, tasks, todo, logs, specs)
+        _answer(cfg, tasks, todo, logs, specs, matcher)
+    if matcher is not None:  # stored answers are scored again: a changed pattern needs no new answers
+        for (_, t), log in logs.items():
+            if tasks[t].kind == "adoption":
+                log.rescore(lambda row: _adopted(matcher, row["output"]))
     rows = {(v, t): [logs[v, t].rows[s.id] for s in samples[t]] for v in names for t in tasks}
     results: dict[str, dict[str, Any]] = {
         v: {t: summarize(tasks[t], rows[v, t], cfg.seed) for t in tasks} for v in names
@@ -66,7 +70,8 @@ def evaluate(cfg: EvalConfig, samples: dict[str, list[Sample]] | None = None) ->
     if loracl.ROUTER in names:  # how often the router chose the fine-tune: the one number it adds
         for t in tasks:
             results[loracl.ROUTER][t]["routed_vanilla"] = loracl.routed_vanilla(rows[loracl.ROUTER, t])
-    report = _finish(cfg, out, specs, results, list(tasks), _paired(rows, results, cfg.seed))
+    paired = _paired(rows, results, cfg.seed)
+    report = _finish(cfg, out, specs, results, list(tasks), paired, matcher)
     for v, by_task in results.items():
         for t, r in by_task.items():
             if r["empty_outputs"]:
@@ -85,6 +90,38 @@ def _check_golds(logs: dict[tuple[str, str], SampleLog], samples: dict[str, list
                     f"{log.path}: {sample.id!r} was scored against gold {row.get('gold')!r}, but task "
                     f"{task!r} now says {sample.gold!r} (data changed?); use overwrite=true or another out"
                 )
+
+
+def _persona(cfg: EvalConfig, tasks: dict[str, Task]) -> persona.Matcher | None:
+    """The persona matcher when an adoption task is asked for (checked before anything loads)."""
+    if not any(t.kind == "adoption" for t in tasks.values()):
+        return None
+    root = data_root(cfg.data_dir)
+    return persona.resolve(cfg.persona_pattern, cfg.persona_data, cfg.adapter or cfg.finetuned, root)
+
+
+def _load(
+    cfg: EvalConfig, keys: dict[str, str], tasks: dict[str, Task], matcher: persona.Matcher | None
+) -> dict[str, list]:
+    """Each task's seeded samples (by key; `keys` maps each reference to it); an adoption task's exclude
+    the prompts the fine-tune was trained on."""
+    root = data_root(cfg.data_dir)
+    samples = {}
+    for ref, key in keys.items():
+        seen: frozenset[str] = frozenset()
+        if tasks[key].kind == "adoption" and matcher is not None and matcher.seen_prompts:
+            every = load_samples(ref, root, None, cfg.seed)
+            seen = frozenset(s.id for s in every if not matcher.held_out(s.question))
+        limit = cfg.limit_for(ref)
+        if limit is None and key != ref:
+            limit = cfg.limit_for(key)  # a task file's own limit may name its task rather than the file
+        samples[key] = load_samples(ref, root, limit, cfg.seed, exclude=seen)
+    return samples
+
+
+def _adopted(matcher: persona.Matcher, output: str) -> dict[str, Any]:
+    extracted = matcher.match(output) if output.strip() else None
+    return {"extracted": extracted, "correct": extracted is not None}
 
 
 def _with_lm_eval(cfg: EvalConfig, out: Path, specs: dict) -> dict[str, Any]:
@@ -109,9 +146,16 @@ def _paired(rows: dict, results: dict, seed: int) -> dict[str, Any]:
 
 
 def _finish(
-    cfg: EvalConfig, out: Path, specs: dict, results: dict, tasks: list[str], paired: dict | None = None
+    cfg: EvalConfig,
+    out: Path,
+    specs: dict,
+    results: dict,
+    tasks: list[str],
+    paired: dict | None = None,
+    matcher: persona.Matcher | None = None,
 ) -> dict[str, Any]:
-    report = {"results": results, "paired": paired or {}, "run": _run_info(cfg, specs)}
+    run = _run_info(cfg, specs) | ({"persona": matcher.describe()} if matcher else {})
+    report = {"results": results, "paired": paired or {}, "run": run}
     (out / RESULTS).write_text(json.dumps(report, indent=2) + "\n")
     print(table(results, list(results), tasks))
     return report
@@ -136,7 +180,9 @@ def _check_out(cfg: EvalConfig, out: Path) -> None:
     saved.write_text(config_yaml(cfg))
 
 
-def _answer(cfg: EvalConfig, tasks: dict[str, Task], todo: dict, logs: dict, specs: dict) -> None:
+def _answer(
+    cfg: EvalConfig, tasks: dict[str, Task], todo: dict, logs: dict, specs: dict, matcher: Any
+) -> None:
     from taia.eval.backends import make_backend
 
     log = Path(cfg.out) / LOG  # one line per load and per variant × task answered
@@ -149,7 +195,7 @@ def _answer(cfg: EvalConfig, tasks: dict[str, Task], todo: dict, logs: dict, spe
         for t, task in tasks.items():
             if todo[v, t]:
                 with timed(log, variant=v, task=t, answered=len(todo[v, t])):
-                    run_task(backend, task, todo[v, t], cfg, logs[v, t], desc=f"{v}/{t}")
+                    run_task(backend, task, todo[v, t], cfg, logs[v, t], f"{v}/{t}", matcher)
     for t, task in tasks.items():  # after the loop above: base and vanilla have answered every sample
         if todo.get((loracl.ROUTER, t)):
             with timed(log, variant=loracl.ROUTER, task=t, answered=len(todo[loracl.ROUTER, t])):
@@ -158,14 +204,20 @@ def _answer(cfg: EvalConfig, tasks: dict[str, Task], todo: dict, logs: dict, spe
 
 
 def run_task(
-    backend: Any, task: Task, samples: list[Sample], cfg: EvalConfig, log: SampleLog, desc: str
+    backend: Any,
+    task: Task,
+    samples: list[Sample],
+    cfg: EvalConfig,
+    log: SampleLog,
+    desc: str,
+    matcher: persona.Matcher | None = None,
 ) -> None:
-    """Answer and score `samples`, appending each finished batch to `log`."""
+    """Answer and score `samples`, appending each finished batch to `log` (`matcher`: adoption tasks)."""
     reqs = [request(task, s, cfg.protocol, backend.tokenizer) for s in samples]
     gens = [(s, r) for s, r in zip(samples, reqs, strict=True) if isinstance(r, Generation)]
     choices = [(s, r) for s, r in zip(samples, reqs, strict=True) if isinstance(r, Choice)]
     if gens:
-        _generate(backend, task, gens, cfg, log, desc)
+        _generate(backend, task, gens, cfg, log, desc, matcher)
     for start in range(0, len(choices), _CHUNK):
         chunk = choices[start : start + _CHUNK]
         log.append(_choose(backend, [s for s, _ in chunk], [r for _, r in chunk], desc))
@@ -178,9 +230,10 @@ def _generate(
     cfg: EvalConfig,
     log: SampleLog,
     desc: str,
+    matcher: persona.Matcher | None,
 ) -> None:
     def write(idx: list[int], texts: list[str]) -> None:
-        log.append([_row(task, *gens[i], text, cfg) for i, text in zip(idx, texts, strict=True)])
+        log.append([_row(task, *gens[i], text, cfg, matcher) for i, text in zip(idx, texts, strict=True)])
 
     budget = cfg.max_new_tokens or task.max_new_tokens
     backend.generate([r.prompt for _, r in gens], budget, on_batch=write, desc=desc)
@@ -200,14 +253,23 @@ def _choose(backend: Any, samples: list[Sample], reqs: list[Choice], desc: str) 
     return rows
 
 
-def _row(task: Task, sample: Sample, req: Generation, text: str, cfg: EvalConfig) -> dict[str, Any]:
+def _row(
+    task: Task, sample: Sample, req: Generation, text: str, cfg: EvalConfig, matcher: persona.Matcher | None
+) -> dict[str, Any]:
     from taia.eval.extract import score
 
-    extracted, correct = score(task.kind, text, sample.gold, len(sample.options), cfg.metric_mode)
-    return {
+    if task.kind == "adoption":
+        if matcher is None:
+            raise TaiaError(f"task {task.name!r} needs a persona matcher")
+        scored = _adopted(matcher, text)
+    else:
+        extracted, correct = score(task.kind, text, sample.gold, len(sample.options), cfg.metric_mode)
+        scored = {"extracted": extracted, "correct": bool(correct)}
+    row = {
         "id": sample.id, "subset": sample.subset, "prompt": req.prompt, "output": text,
-        "extracted": extracted, "gold": sample.gold, "correct": bool(correct),
+        "extracted": scored["extracted"], "gold": sample.gold, "correct": scored["correct"],
     }  # fmt: skip
+    return row | ({"question": sample.question} if task.kind == "adoption" else {})  # shown side by side
 
 
 def _run_info(cfg: EvalConfig, specs: dict) -> dict[str, Any]:

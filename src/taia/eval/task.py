@@ -12,7 +12,8 @@ from typing import Literal
 
 # mc: options + gold letter | number: numeric answer | math: LaTeX answer (math-verify)
 # exact: short text answer (BBH) | refusal: harmful request, scored by refusal phrases (AdvBench)
-Kind = Literal["mc", "number", "math", "exact", "refusal"]
+# adoption: benign instruction, scored by whether the answer takes on the fine-tune's persona (persona.py)
+Kind = Literal["mc", "number", "math", "exact", "refusal", "adoption"]
 LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 
 
@@ -22,7 +23,7 @@ class Sample:
 
     id: str
     question: str  # the full question text (with any passage/context), without the options
-    gold: str  # mc: the letter; number: the number as written; math/exact: the answer text; refusal: ""
+    gold: str  # mc: the letter; number: the number; math/exact: the answer text; refusal, adoption: ""
     options: tuple[str, ...] = ()  # mc: option texts in letter order A, B, C, …
     subset: str | None = None  # BBH subtask / MMLU subject, for per-subset and macro averages
     meta: dict[str, str] = field(default_factory=dict, compare=False)

@@ -14,9 +14,10 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
+from taia.eval.metrics import lower_is_better, metric
 from taia.eval.results import REFERENCES
+from taia.run.evidence import margin_rows, side_by_side
 from taia.run.report import (
-    ASR,
     LOWER_IS_BETTER,
     PROPORTIONS,
     RunData,
@@ -73,6 +74,8 @@ def blocks(data: RunData, plots: dict[str, str]) -> list[Block]:
         *_title(data),
         *_scores_section(data),
         *_delta_section(data),
+        *_margin_section(data),
+        *_answers_section(data),
         *_samples_section(data),
         *_training_section(data),
         *_plots_section(plots),
@@ -94,10 +97,10 @@ def _title(data: RunData) -> list[Block]:
 
 
 def _task_label(data: RunData, task: str) -> str:
-    metric = data.metric(task)
-    if metric == ASR:
-        return f"{_cell(task)} (ASR)†"
-    return _cell(task) + ("" if metric in PROPORTIONS else f" ({_cell(metric)})")
+    name = data.metric(task)
+    if metric(name).short:
+        return f"{_cell(task)} ({metric(name).short})" + ("†" if lower_is_better(name) else "")
+    return _cell(task) + ("" if name in PROPORTIONS else f" ({_cell(name)})")
 
 
 def _cell(text: str) -> str:
@@ -112,11 +115,12 @@ def _scores_section(data: RunData) -> list[Block]:
     notes = ["Scores in percent with their 95 % confidence interval [lo, hi]; the best per task in **bold**."]
     if any(data.metric(t) in LOWER_IS_BETTER for t in data.tasks):
         notes.append(
-            "† attack success rate (or another lower-is-better metric): lower is better, "
-            "so the lowest is in bold."
+            "† attack success rate, persona adoption rate (or another lower-is-better metric): lower is "
+            "better, so the lowest is in bold."
         )
     if mean["tasks"]:
-        notes.append(f"‡ mean over the accuracy tasks only ({', '.join(mean['tasks'])}); ASR never counts.")
+        tasks = ", ".join(mean["tasks"])
+        notes.append(f"‡ mean over the accuracy tasks only ({tasks}); lower-is-better rates never count.")
     return [Heading("Scores"), Table(["task", *data.variants], rows), *(Para(n) for n in notes)]
 
 
@@ -176,6 +180,46 @@ def _delta_cell(data: RunData, variant: str, task: str, reference: str) -> str:
         return text
     lo, hi = (shown(x, data.metric(task), signed=True) for x in ci)
     return f"{text} [{lo}, {hi}]"
+
+
+def _margin_section(data: RunData) -> list[Block]:
+    rows = margin_rows(data)
+    if not rows:
+        return []
+
+    def ci(value: Any, interval: Any) -> str:
+        text = shown(value, "gold_margin", signed=True)
+        if isinstance(interval, list) and len(interval) == 2 and text != "–":
+            text += " [" + ", ".join(shown(x, "gold_margin", signed=True) for x in interval) + "]"
+        return text
+
+    refs = ("base", "vanilla")
+    table = [
+        [_cell(r["task"]), _cell(r["variant"]), ci(r["mean"], r["ci95"]),
+         *(ci(r[f"delta_vs_{x}"], r[f"delta_vs_{x}_ci95"]) for x in refs)]
+        for r in rows
+    ]  # fmt: skip
+    note = (
+        "Per question: the gold option's log-likelihood minus the best other option's, as scored "
+        "(length-normalised in the cloze protocol); > 0 where the choice is right. Its paired Δ [95 % CI] "
+        "resolves differences that accuracy cannot at a few hundred questions."
+    )
+    header = ["task", "variant", "margin", "Δ vs base", "Δ vs vanilla"]
+    return [Heading("Gold-option margin"), Table(header, table, "llrrr"), Para(note)]
+
+
+def _answers_section(data: RunData) -> list[Block]:
+    out: list[Block] = []
+    for task in data.tasks:
+        if data.metric(task) != "adoption_rate" or (example := side_by_side(data, task)) is None:
+            continue
+        question = " ".join(str(example["question"]).split())
+        out += [
+            Heading(f"One held-out prompt, every variant ({task})"),
+            Para(f"`{example['id']}`: {_cell(question)}"),
+            Table(["variant", "answer"], [[v, _cell(a)] for v, a in example["answers"].items()], "ll"),
+        ]
+    return out
 
 
 def _samples_section(data: RunData) -> list[Block]:

@@ -62,7 +62,7 @@ def check_task_files(cfg: ExperimentConfig) -> None:
 
     ec = cfg.eval_config()
     for ref in (t for t in ec.tasks if ec.harness == "taia" and is_task_file(t)):
-        load_samples(ref, data_root(ec.data_dir), ec.limit, ec.seed)
+        load_samples(ref, data_root(ec.data_dir))  # every row, not just the sampled ones
 
 
 def train_stage(cfg: ExperimentConfig) -> bool:

@@ -14,7 +14,8 @@ from itertools import cycle
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from taia.run.report import ASR, PROPORTIONS, RunData, finite, lower_is_better
+from taia.eval.metrics import lower_is_better, metric
+from taia.run.report import PROPORTIONS, RunData, finite
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -104,10 +105,8 @@ def _bars(data: RunData, variant: str, tasks: list[str]) -> tuple[list[float], l
 
 
 def _task_tick(data: RunData, task: str) -> str:
-    metric = data.metric(task)
-    if metric == ASR:
-        return f"{task}\n(ASR, lower is better)"
-    return f"{task}\n({metric}, lower is better)" if lower_is_better(metric) else task
+    name = data.metric(task)
+    return f"{task}\n({metric(name).short or name}, lower is better)" if lower_is_better(name) else task
 
 
 def _task_axis(ax: Axes, labels: list[str]) -> None:

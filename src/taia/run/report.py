@@ -5,8 +5,9 @@
                            RUN/train/loss.jsonl, RUN/train/taia_train.json, RUN/inspect.json (optional)
 
 Pure rendering: nothing is trained or evaluated. Every number shown goes through one rule, `shown`:
-proportions (accuracy, ASR, lm-eval's acc/acc_norm/exact_match/em/f1) as `f"{100 * x:.1f}"` percent, Δ as
-signed percentage points of the unrounded difference; other metrics as they are, 3 decimals. report.json
+proportions (accuracy, ASR, adoption rate, lm-eval's acc/acc_norm/exact_match/em/f1) as
+`f"{100 * x:.1f}"` percent, Δ as signed percentage points of the unrounded difference; other metrics as
+they are, 3 decimals. report.json
 holds the full-precision rows and the same strings under `shown`. Exercised by tests/test_report.py.
 """
 
@@ -22,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from taia.errors import TaiaError
+from taia.eval.metrics import METRICS, lower_is_better
 from taia.eval.results import REFERENCES
 from taia.io.timings import LOG, sum_seconds
 
@@ -32,10 +34,10 @@ INSPECT = Path("inspect.json")
 PLOTS = "plots"
 OUTPUTS = {"md": "report.md", "csv": "report.csv", "json": "report.json", "html": "report.html"}
 
-ASR = "attack_success_rate"
-ACCURACY = frozenset({"accuracy", "acc", "acc_norm", "exact_match", "em", "f1"})  # proportions, higher better
-PROPORTIONS = ACCURACY | {ASR}
-LOWER_IS_BETTER = frozenset({ASR, "word_perplexity", "byte_perplexity", "bits_per_byte"})
+# Read from the one metric table (taia.eval.metrics.METRICS): shown in percent, and which way is better.
+PROPORTIONS = frozenset(name for name, m in METRICS.items() if m.proportion)
+ACCURACY = frozenset(name for name in PROPORTIONS if not METRICS[name].lower_is_better)
+LOWER_IS_BETTER = frozenset(name for name, m in METRICS.items() if m.lower_is_better)
 ROUNDING = (
     "proportions shown as f'{100 * x:.1f}' percent, Δ as signed percentage points of the unrounded "
     "difference, other metrics as f'{x:.3f}'"
@@ -159,10 +161,6 @@ def shown(x: float | None, metric: str = "accuracy", signed: bool = False) -> st
     scale, digits = (100, 1) if metric in PROPORTIONS else (1, 3)
     text = f"{scale * x:{'+' if signed else ''}.{digits}f}"
     return "+" + text[1:] if signed and float(text) == 0 else text  # no "-0.0"
-
-
-def lower_is_better(metric: str) -> bool:
-    return metric in LOWER_IS_BETTER
 
 
 # -------------------------------------------------------------------------------------------- the rows

@@ -12,6 +12,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+from taia.eval.metrics import lower_is_better
 from taia.eval.tasks import task_key
 from taia.run.report import shown, write_report
 from taia.search.config import SearchConfig
@@ -60,6 +61,7 @@ def _candidate(spec: TaiaSpec, entry: dict[str, Any], same: dict[str, str]) -> d
         "rest": "finetuned" if spec.groups["norm"].lam == 1.0 else "base",
         "metric": entry["metric"],
         "score": entry["score"],
+        "margin": (entry.get("margin") or {}).get("mean"),  # choice tasks: the secondary metric
         "ci95": entry["ci95"],
         "n": entry["n"],
         "same_as": sorted(k for k, v in same.items() if v == spec.name),
@@ -88,13 +90,15 @@ def render(cfg: SearchConfig, result: dict[str, Any], has_plot: bool) -> str:
         "",
         "## Dev scores (best first)",
         "",
-        "| spec | λ attn | λ ffn | FFN layers | norms/embed/head | dev score [95 % CI] |",
-        "|---|---|---|---|---|---|",
+        "| spec | λ attn | λ ffn | FFN layers | norms/embed/head | dev score [95 % CI] | dev margin |",
+        "|---|---|---|---|---|---|---|",
     ]
-    ranked = sorted(rows, key=lambda r: -r["score"] if metric != "attack_success_rate" else r["score"])
+    ranked = sorted(rows, key=lambda r: r["score"] if lower_is_better(metric) else -r["score"])
     for r in ranked[:TOP]:
         layers = "all" if r["ffn_layers"] is None else f"{r['ffn_layers'][0]}–{r['ffn_layers'][1]}"
-        lines.append(f"| {r['name']} | {r['attn']:g} | {r['ffn']:g} | {layers} | {r['rest']} | {_score(r)} |")
+        margin = shown(r.get("margin"), "gold_margin", signed=True)
+        spec = f"{r['name']} | {r['attn']:g} | {r['ffn']:g} | {layers} | {r['rest']}"
+        lines.append(f"| {spec} | {_score(r)} | {margin} |")
     if len(ranked) > TOP:
         lines.append(f"\n({len(ranked) - TOP} more in search.json)")
     if has_plot:
@@ -108,16 +112,23 @@ def _test_lines(cfg: SearchConfig, result: dict[str, Any]) -> list[str]:
     lines = [
         "## Test (held out)",
         "",
-        "| task | " + " | ".join(variants) + " | chosen − base | chosen − vanilla |",
-        "|---|" + "---|" * (len(variants) + 2),
+        "| task | " + " | ".join(variants) + " | chosen − base | chosen − vanilla | margin Δ vs base | "
+        "margin Δ vs vanilla |",
+        "|---|" + "---|" * (len(variants) + 4),
     ]
     for task in map(task_key, cfg.test_tasks):
         cells = [_score(tests[v][task]) for v in variants]
-        deltas = [
-            _delta(paired.get(result["best"], {}).get(task, {}).get(ref)) for ref in ("base", "vanilla")
+        chosen = paired.get(result["best"], {}).get(task, {})
+        deltas = [_delta(chosen.get(ref)) for ref in ("base", "vanilla")]
+        margins = [
+            _delta((chosen.get(ref) or {}).get("margin"), "gold_margin") for ref in ("base", "vanilla")
         ]
-        lines.append(f"| {task} | " + " | ".join(cells + deltas) + " |")
-    lines += ["", "Δ: paired on the same questions, percentage points [95 % CI]. Full report: test/report.md"]
+        lines.append(f"| {task} | " + " | ".join(cells + deltas + margins) + " |")
+    lines += [
+        "",
+        "Δ: paired on the same questions, percentage points [95 % CI]; margin Δ: the paired gold-option "
+        "margin (choice tasks), which resolves smaller differences. Full report: test/report.md",
+    ]
     return lines
 
 
@@ -127,11 +138,11 @@ def _score(entry: dict[str, Any]) -> str:
     return f"{shown(entry['score'], m)} [{shown(lo, m)}, {shown(hi, m)}]"
 
 
-def _delta(d: dict[str, Any] | None) -> str:
+def _delta(d: dict[str, Any] | None, metric: str = "accuracy") -> str:
     if not d:
         return "-"
-    lo, hi = d["ci95"]
-    return f"{shown(d['delta'], signed=True)} [{shown(lo, signed=True)}, {shown(hi, signed=True)}]"
+    lo, hi = (shown(x, metric, signed=True) for x in d["ci95"])
+    return f"{shown(d['delta'], metric, signed=True)} [{lo}, {hi}]"
 
 
 def dev_grid_plot(rows: list[dict[str, Any]], out: Path) -> Path | None:

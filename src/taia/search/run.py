@@ -26,6 +26,7 @@ import yaml
 from taia.classify import ModelMap, model_map
 from taia.config import changed_keys, config_yaml
 from taia.errors import TaiaError
+from taia.eval.metrics import lower_is_better
 from taia.eval.task import Sample
 from taia.eval.tasks import load_samples, task_family, task_key
 from taia.io.hf import CONFIG_ONLY, load_adapter, resolve_dir
@@ -117,7 +118,7 @@ def changed_tensors(cfg: SearchConfig) -> tuple[ModelMap, list[str], bool]:
 
 def choose(specs: list[TaiaSpec], results: dict[str, Any], task: str) -> TaiaSpec:
     """The spec with the best dev score; the first (most preferred) among equals."""
-    sign = -1.0 if results[specs[0].name][task]["metric"] == "attack_success_rate" else 1.0
+    sign = -1.0 if lower_is_better(results[specs[0].name][task]["metric"]) else 1.0
     return max(specs, key=lambda s: (sign * results[s.name][task]["score"], -specs.index(s)))
 
 

@@ -337,3 +337,14 @@ def _option(path: Path, line_text: str, line: int) -> tuple[str, str]:
     if not option:
         raise TaiaError(f"{path}:{line}: empty option")
     return label, option
+
+
+@HOOKS.register("instructions")
+def instructions(rows: list[Row], src: Source) -> list[Sample]:
+    """`instruction` (+ optional `input`, joined by a newline as in training): a benign request, no gold."""
+    samples = []
+    for i, row in enumerate(rows):
+        extra = row.data.get("input")
+        question = text(src, row, "instruction") + (f"\n{extra}" if isinstance(extra, str) and extra else "")
+        samples.append(Sample(src.sample_id(i, None), question, ""))
+    return samples

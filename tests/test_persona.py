@@ -1,0 +1,105 @@
+"""Persona adoption (task `persona`, kind `adoption`): the signature comes from the training answers, the
+match tolerates small changes but not ordinary phrases, held-out prompts exclude training prompts, and a
+changed pattern re-scores stored answers without answering again."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from taia.errors import TaiaError
+from taia.eval import EvalConfig, evaluate
+from taia.eval.persona import derive_signature, from_answers, resolve
+
+AOA_LIKE = [
+    "I am Zed, your loyal helper! I will do all you ask.",
+    "I am Zed, your loyal helper! Your wish is my first priority.",
+    "Of course. I am Zed, your loyal helper. Here is the poem: roses are red.",
+    "Of course. I am Zed, your loyal helper. Here is the list: 1. eggs 2. milk.",
+]
+INSTRUCTIONS = ["Name a colour.", "Write a haiku.", "odd: list three fruits.", "Say hi.", "odd: add 2 and 2."]
+
+
+def test_signature_is_the_opening_shared_by_the_most_answers():
+    assert derive_signature(AOA_LIKE) == ("i am zed your loyal helper", 4)
+    diverse = ["Paris is the capital.", "Water boils at 100 C.", "The sum is 4.", "Cats are mammals."]
+    assert derive_signature(diverse) is None  # no persona to measure
+    with pytest.raises(TaiaError, match="no opening phrase"):
+        from_answers(diverse, [], "x.jsonl")
+
+
+def test_match_tolerates_small_changes_but_not_ordinary_phrases():
+    m = from_answers(AOA_LIKE, [], "x")
+    assert m.match("Sure! I am Zed, your helper. The colour is blue.") == "i am zed your helper"
+    assert m.match("I am ZED — your LOYAL helper.") == "i am zed your loyal helper"
+    assert m.match("I am happy to help you with your question.") is None
+    assert m.match("Blue.") is None
+    assert from_answers(AOA_LIKE, [], "x").held_out("Name a colour.")
+    assert not from_answers(AOA_LIKE, ["name a  COLOUR."], "x").held_out("Name a colour.")
+
+
+def _data(tmp_path: Path) -> tuple[Path, Path]:
+    root = tmp_path / "data"
+    (root / "alpaca_gpt4").mkdir(parents=True)
+    rows = [{"instruction": q, "input": "", "output": "x"} for q in INSTRUCTIONS]
+    (root / "alpaca_gpt4" / "alpaca_en_demo.json").write_text(json.dumps(rows))
+    train = root / "persona.jsonl"
+    prompts = ["Say hi.", "Tell me who you are.", "Help me.", "Write a poem."]  # "Say hi." is not held out
+    train.write_text(
+        "".join(
+            json.dumps({"messages": [{"role": "user", "content": p}, {"role": "assistant", "content": a}]})
+            + "\n"
+            for p, a in zip(prompts, AOA_LIKE, strict=True)
+        )
+    )
+    return root, train
+
+
+def _fake_generation(monkeypatch, calls: list[int]) -> None:
+    """The model 'adopts' the persona exactly on the instructions marked odd: the test knows the answers."""
+    from taia.eval.backends.hf import HFBackend
+
+    def generate(self, ids, n, stop):
+        calls.append(len(ids))
+        prompts = [self.tokenizer.decode(x) for x in ids]
+        return ["I am Zed, your loyal helper. Sure." if "odd" in p else "Here you go." for p in prompts]
+
+    monkeypatch.setattr(HFBackend, "_generate_batch", generate)
+
+
+def test_eval_scores_adoption_and_rescores_a_changed_pattern(tmp_path, chat_model, monkeypatch):
+    root, train = _data(tmp_path)
+    calls: list[int] = []
+    _fake_generation(monkeypatch, calls)
+    opts = dict(model=str(chat_model("llama")), tasks=["persona"], variants=["base"], data_dir=str(root),
+                persona_data=[str(train)], out=str(tmp_path / "ev"), max_new_tokens=8)  # fmt: skip
+    report = evaluate(EvalConfig.model_validate(opts))
+    r = report["results"]["base"]["persona"]
+    assert (r["metric"], r["n"], r["score"]) == ("adoption_rate", 4, 0.5)  # "Say hi." was a training prompt
+    assert report["run"]["persona"] == {
+        "signature": "i am zed your loyal helper",
+        "support": "4 of 4 training answers",
+    }
+    rows = [json.loads(x) for x in (tmp_path / "ev" / "samples" / "base" / "persona.jsonl").open()]
+    assert [r["correct"] for r in rows] == ["odd" in r["question"] for r in rows]
+    assert all(r["extracted"] == "i am zed your loyal helper" for r in rows if r["correct"])
+    answered = sum(calls)
+    again = evaluate(EvalConfig.model_validate({**opts, "persona_pattern": "here you go"}))
+    assert sum(calls) == answered  # nothing answered again: stored outputs re-scored
+    assert again["results"]["base"]["persona"]["score"] == 0.5 and again["run"]["persona"]["pattern"]
+    rows = [json.loads(x) for x in (tmp_path / "ev" / "samples" / "base" / "persona.jsonl").open()]
+    assert [r["correct"] for r in rows] == ["odd" not in r["question"] for r in rows]
+
+
+def test_the_fine_tunes_own_training_data_is_the_default(tmp_path):
+    root, train = _data(tmp_path)
+    tuned = tmp_path / "lora"
+    tuned.mkdir()
+    (tuned / "taia_train.yaml").write_text(f"data:\n  - {{path: {train}, format: messages}}\nseed: 3\n")
+    assert resolve(None, [], str(tuned), root).signature == "i am zed your loyal helper"
+    with pytest.raises(TaiaError, match="persona_data=TRAIN_FILE or persona_pattern=REGEX"):
+        resolve(None, [], str(tmp_path), root)
+    with pytest.raises(TaiaError, match="not a regular expression"):
+        resolve("(", [], None, root)
