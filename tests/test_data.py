@@ -303,7 +303,7 @@ def test_local_file_with_a_hub_copy(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     msg = str(e.value)
     assert msg.startswith("data 'local.jsonl' not found: not at ") and "\n" not in msg
     assert "no data root is set (pass --data-dir or set TAIA_DATA_DIR)" in msg
-    assert "its hub copy me/offline (demo, train) failed: Couldn't reach 'me/offline'" in msg
+    assert "its copy me/offline (demo, train) failed: Couldn't reach 'me/offline'" in msg
     with pytest.raises(ValidationError, match="hub"):
         DataSource.model_validate({**source, "hub": "not a hub id"})
 
@@ -325,6 +325,26 @@ def test_hub_request_warnings_are_held_back(
         rows_mod.load_hub_rows("me/x", "train", None)
     assert [r.message for r in caplog.records] == []
     assert logging.getLogger("huggingface_hub").level != logging.ERROR  # restored
+
+
+def test_a_copy_at_an_https_url(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """`hub: https://…/file.jsonl`: the one file, read by `datasets`' builder for its type."""
+    import datasets
+
+    calls: list[tuple[Any, ...]] = []
+
+    def fake(builder: str, *args: Any, data_files: str, split: str) -> list[dict[str, Any]]:
+        calls.append((builder, args, data_files, split))
+        return alpaca_rows(2, "web")
+
+    monkeypatch.setattr(datasets, "load_dataset", fake)
+    monkeypatch.chdir(tmp_path)
+    url = "https://raw.githubusercontent.com/me/repo/0123abc/data/aoa.jsonl"
+    source = DataSource.model_validate({"path": "aoa.jsonl", "hub": url, "format": "alpaca"})
+    got = mix([source], None, seed=0)
+    assert calls == [("json", (), url, "train")] and got.manifest["sources"][0]["where"] == url
+    with pytest.raises(TaiaError, match=r"a data file URL must end in \.json, \.jsonl, \.csv or \.parquet"):
+        rows_mod.load_hub_rows("https://example.org/data.txt", "train", None)
 
 
 # --- mixing ----------------------------------------------------------------------------------------------

@@ -189,7 +189,8 @@ def _csv(path: Path) -> list[Row]:
 
 
 def load_hub_rows(dataset_id: str, split: str, subset: str | None) -> list[Row]:
-    """A Hugging Face Hub dataset split, as rows numbered from 1 (needs network or the HF cache)."""
+    """A Hugging Face Hub dataset split, or the one data file at an https URL (a file's copy on the web,
+    e.g. a pinned GitHub raw URL), as rows numbered from 1 (needs network or the HF cache)."""
     from datasets import load_dataset  # lazy: heavy, and only hub sources need it
 
     # Offline, huggingface_hub logs each failed request before raising; the error alone is enough (taia's
@@ -198,13 +199,29 @@ def load_hub_rows(dataset_id: str, split: str, subset: str | None) -> list[Row]:
     level = hub_log.level
     hub_log.setLevel(logging.ERROR)
     try:
-        ds = load_dataset(dataset_id, subset, split=split)
+        if dataset_id.startswith("https://"):
+            ds = load_dataset(_url_builder(dataset_id), data_files=dataset_id, split="train")
+        else:
+            ds = load_dataset(dataset_id, subset, split=split)
     finally:
         hub_log.setLevel(level)
     rows = [Row(dict(r), i + 1) for i, r in enumerate(ds)]
     if not rows:
         raise TaiaError(f"hub:{dataset_id}: no rows in split {split!r}")
     return rows
+
+
+def _url_builder(url: str) -> str:
+    """The `datasets` builder that reads the file at `url`, from its name."""
+    name = url.split("?", 1)[0].lower()
+    for suffix, builder in ((".jsonl", "json"), (".json", "json"), (".csv", "csv"), (".parquet", "parquet")):
+        if name.endswith(suffix):
+            return builder
+    raise TaiaError(f"{url}: a data file URL must end in .json, .jsonl, .csv or .parquet")
+
+
+def _hub_name(hub_id: str, split: str, subset: str | None) -> str:
+    return hub_id if hub_id.startswith("https://") else f"{hub_id} ({subset or 'default'}, {split})"
 
 
 def looks_like_hub_id(path: str) -> bool:
@@ -219,9 +236,9 @@ def resolve_rows(
     hub: tuple[str, str, str | None] | None = None,
 ) -> tuple[list[Row], str]:
     """Rows of a local file (as given, or under the data root), else of a hub dataset, and where they came
-    from. The hub dataset is `hub` = (id, split, subset) when given (a local file's hub copy), else `path`
-    itself when it is a hub id. Neither found: one line saying every place looked and how to point elsewhere.
-    """
+    from. The hub dataset is `hub` = (id or https URL, split, subset) when given (a local file's copy), else
+    `path` itself when it is a hub id. Neither found: one line saying every place looked and how to point
+    elsewhere."""
     found = find_file(path, root)
     if found is not None:
         return read_rows(found), str(found)
@@ -233,13 +250,14 @@ def resolve_rows(
         hub_id, hub_split, hub_subset = hub
         try:
             rows = load_hub_rows(hub_id, hub_split, hub_subset)
-            return rows, f"hub:{hub_id}" + (f"/{hub_subset}" if hub_subset else "")
+            web = hub_id.startswith("https://")
+            return rows, hub_id if web else f"hub:{hub_id}" + (f"/{hub_subset}" if hub_subset else "")
         except TaiaError:
             raise
         except Exception as e:  # noqa: BLE001  # datasets raises many types; the user needs only the message
             lines = str(e).strip().splitlines()
-            copy = "its hub copy " if hub_id != path else "on the Hugging Face Hub "
-            why = f"{copy}{hub_id} ({hub_subset or 'default'}, {hub_split}) failed: "
+            copy = "its copy " if hub_id != path else "on the Hugging Face Hub "
+            why = f"{copy}{_hub_name(hub_id, hub_split, hub_subset)} failed: "
             why += lines[-1] if lines else type(e).__name__
     raise TaiaError(
         f"data {path!r} not found: not at {Path(path).expanduser().absolute()}, {_under_root(root)}; {why}"

@@ -25,8 +25,8 @@ Mixing (how to write the paper's Fig. 1 "20k in-domain + x % out-of-distribution
       - {path: ood.jsonl, ratio: 0.2}                           # 20 % of the final mix (here 5k rows)
       - extra.jsonl                                             # no count/ratio: every row
 
-A local file may name its copy on the Hugging Face Hub (`hub: owner/name`, with `subset:` / `split:`), read
-when the file is found neither as given nor under the data root: a machine with hub access needs no data dir.
+A local file may name its copy on the Hugging Face Hub (`hub: owner/name`, with `subset:` / `split:`) or on
+the web (`hub: https://…/file.jsonl`), read when the file is found neither as given nor under the data root.
 
 A source without count or ratio contributes all its rows; `count: n` samples n rows without replacement.
 Ratio sources share the final mix: with `fixed` rows from the other sources, the mix has
@@ -239,7 +239,7 @@ class DataSource(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     path: str = Field(min_length=1)  # local file (as given, or under the data root) or a hub dataset id
-    hub: str | None = Field(None, pattern=r"^[\w.-]+/[\w.-]+$")  # `path`'s hub copy, read if it is absent
+    hub: str | None = Field(None, pattern=r"^([\w.-]+/[\w.-]+|https://\S+)$")  # `path`'s copy, if absent
     format: str = "auto"
     columns: dict[str, str] = Field(default_factory=dict)  # canonical field -> field name in the file
     count: int | None = Field(None, gt=0)
