@@ -274,6 +274,79 @@ def test_not_found_anywhere_lists_where_it_looked(tmp_path: Path, monkeypatch: p
         resolve_rows("missing.jsonl", None)
 
 
+def test_local_file_with_a_hub_copy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`hub:` is read only when the local file is absent; neither found → one line naming both places."""
+    calls: list[tuple[str, str, str | None]] = []
+
+    def hub(dataset_id: str, split: str, subset: str | None) -> list[Any]:
+        calls.append((dataset_id, split, subset))
+        if dataset_id == "me/offline":
+            raise ConnectionError(f"Traceback...\nCouldn't reach '{dataset_id}' on the Hub (offline)")
+        return [rows_mod.Row(r, i + 1) for i, r in enumerate(alpaca_rows(3, "hub"))]
+
+    monkeypatch.setattr(rows_mod, "load_hub_rows", hub)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "root").mkdir()
+    write_jsonl(tmp_path / "root/local.jsonl", alpaca_rows(5, "local"))
+    source = {"path": "local.jsonl", "hub": "me/copy", "subset": "demo", "format": "alpaca"}
+    got = mix([DataSource.model_validate(source)], tmp_path / "root", seed=0)
+    assert calls == [] and got.manifest["sources"][0]["available"] == 5  # the local file wins
+    got = mix([DataSource.model_validate(source)], tmp_path / "elsewhere", seed=0)
+    assert calls == [("me/copy", "train", "demo")]
+    assert (
+        got.manifest["sources"][0]["where"] == "hub:me/copy/demo"
+        and got.manifest["sources"][0]["sha256"] is None
+    )
+    assert sorted(user_of(c) for c in got.conversations) == ["hub0", "hub1", "hub2"]
+    with pytest.raises(TaiaError) as e:
+        mix([DataSource.model_validate({**source, "hub": "me/offline"})], None, seed=0)
+    msg = str(e.value)
+    assert msg.startswith("data 'local.jsonl' not found: not at ") and "\n" not in msg
+    assert "no data root is set (pass --data-dir or set TAIA_DATA_DIR)" in msg
+    assert "its copy me/offline (demo, train) failed: Couldn't reach 'me/offline'" in msg
+    with pytest.raises(ValidationError, match="hub"):
+        DataSource.model_validate({**source, "hub": "not a hub id"})
+
+
+def test_hub_request_warnings_are_held_back(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Offline, huggingface_hub logs every failed request; the one-line not-found error says it all."""
+    import logging
+
+    import datasets
+
+    def offline(*args: Any, **kwargs: Any) -> None:
+        logging.getLogger("huggingface_hub.utils._http").warning("'[Errno -2]' thrown while requesting HEAD")
+        raise ConnectionError("Couldn't reach 'me/x' on the Hub (LocalEntryNotFoundError)")
+
+    monkeypatch.setattr(datasets, "load_dataset", offline)
+    with caplog.at_level(logging.WARNING), pytest.raises(ConnectionError):
+        rows_mod.load_hub_rows("me/x", "train", None)
+    assert [r.message for r in caplog.records] == []
+    assert logging.getLogger("huggingface_hub").level != logging.ERROR  # restored
+
+
+def test_a_copy_at_an_https_url(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """`hub: https://…/file.jsonl`: the one file, read by `datasets`' builder for its type."""
+    import datasets
+
+    calls: list[tuple[Any, ...]] = []
+
+    def fake(builder: str, *args: Any, data_files: str, split: str) -> list[dict[str, Any]]:
+        calls.append((builder, args, data_files, split))
+        return alpaca_rows(2, "web")
+
+    monkeypatch.setattr(datasets, "load_dataset", fake)
+    monkeypatch.chdir(tmp_path)
+    url = "https://raw.githubusercontent.com/me/repo/0123abc/data/aoa.jsonl"
+    source = DataSource.model_validate({"path": "aoa.jsonl", "hub": url, "format": "alpaca"})
+    got = mix([source], None, seed=0)
+    assert calls == [("json", (), url, "train")] and got.manifest["sources"][0]["where"] == url
+    with pytest.raises(TaiaError, match=r"a data file URL must end in \.json, \.jsonl, \.csv or \.parquet"):
+        rows_mod.load_hub_rows("https://example.org/data.txt", "train", None)
+
+
 # --- mixing ----------------------------------------------------------------------------------------------
 
 

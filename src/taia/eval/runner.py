@@ -23,7 +23,7 @@ from taia.eval.config import EvalConfig
 from taia.eval.protocol import Choice, Generation, request
 from taia.eval.results import REFERENCES, SampleLog, paired_delta, summarize, table
 from taia.eval.task import LETTERS, Sample, Task
-from taia.eval.tasks import get_task, load_samples
+from taia.eval.tasks import get_task, load_samples, task_keys
 from taia.eval.variants import resolve_specs, variant_names
 from taia.io.rows import data_root
 from taia.io.timings import LOG, sum_seconds, timed
@@ -37,14 +37,15 @@ _CHUNK = 64  # scoring requests per write: bounds the work an interruption can l
 def evaluate(cfg: EvalConfig, samples: dict[str, list[Sample]] | None = None) -> dict[str, Any]:
     """Run (or finish) the evaluation; returns what `OUT/results.json` holds and prints the table.
 
-    `samples` (task → samples) replaces loading `cfg.tasks` from the data root: `taia search` passes
-    test splits with the dev samples carved out."""
+    `samples` (task key → samples) replaces loading `cfg.tasks` from the data root: `taia search` passes
+    test splits with the dev samples carved out. Results are keyed by `task_key`: a task file by its name."""
     out = Path(cfg.out)
     specs = resolve_specs(cfg.variants)
     if loracl.ROUTER in cfg.variants:
         loracl.check(cfg)
     names = variant_names(cfg.variants, specs)  # specs and the router, in the order given
-    tasks = {name: get_task(name) for name in cfg.tasks} if cfg.harness == "taia" else {}
+    keys = task_keys(cfg.tasks) if cfg.harness == "taia" else {}
+    tasks = {key: get_task(ref) for ref, key in keys.items()}
     needy = [v for v, spec in specs.items() if spec.keeps_anything()]
     if needy and cfg.adapter is None and cfg.finetuned is None:
         raise TaiaError(f"variant {needy[0]!r} needs a fine-tune: give --adapter or --finetuned")
@@ -53,9 +54,10 @@ def evaluate(cfg: EvalConfig, samples: dict[str, list[Sample]] | None = None) ->
         return _with_lm_eval(cfg, out, specs)
     matcher = _persona(cfg, tasks)
     if samples is None:
-        samples = _load(cfg, tasks, matcher)
+        samples = _load(cfg, keys, tasks, matcher)
     _check_out(cfg, out)  # inputs are good: now write
     logs = {(v, t): SampleLog(out / "samples" / v / f"{t}.jsonl") for v in names for t in tasks}
+    _check_golds(logs, samples)
     todo = {k: [s for s in samples[k[1]] if s.id not in log.done()] for k, log in logs.items()}
     if any(todo.values()):
         _answer(cfg, tasks, todo, logs, specs, matcher)
@@ -77,6 +79,19 @@ def evaluate(cfg: EvalConfig, samples: dict[str, list[Sample]] | None = None) ->
     return report
 
 
+def _check_golds(logs: dict[tuple[str, str], SampleLog], samples: dict[str, list[Sample]]) -> None:
+    """A stored answer scored against another gold than the task's now (an edited task file) is refused,
+    not silently reused on resume."""
+    for (_, task), log in logs.items():
+        for sample in samples[task]:
+            row = log.rows.get(sample.id)
+            if row is not None and row.get("gold") != sample.gold:
+                raise TaiaError(
+                    f"{log.path}: {sample.id!r} was scored against gold {row.get('gold')!r}, but task "
+                    f"{task!r} now says {sample.gold!r} (data changed?); use overwrite=true or another out"
+                )
+
+
 def _persona(cfg: EvalConfig, tasks: dict[str, Task]) -> persona.Matcher | None:
     """The persona matcher when an adoption task is asked for (checked before anything loads)."""
     if not any(t.kind == "adoption" for t in tasks.values()):
@@ -85,16 +100,22 @@ def _persona(cfg: EvalConfig, tasks: dict[str, Task]) -> persona.Matcher | None:
     return persona.resolve(cfg.persona_pattern, cfg.persona_data, cfg.adapter or cfg.finetuned, root)
 
 
-def _load(cfg: EvalConfig, tasks: dict[str, Task], matcher: persona.Matcher | None) -> dict[str, list]:
-    """Each task's seeded samples; an adoption task's exclude the prompts the fine-tune was trained on."""
+def _load(
+    cfg: EvalConfig, keys: dict[str, str], tasks: dict[str, Task], matcher: persona.Matcher | None
+) -> dict[str, list]:
+    """Each task's seeded samples (by key; `keys` maps each reference to it); an adoption task's exclude
+    the prompts the fine-tune was trained on."""
     root = data_root(cfg.data_dir)
     samples = {}
-    for name, task in tasks.items():
+    for ref, key in keys.items():
         seen: frozenset[str] = frozenset()
-        if task.kind == "adoption" and matcher is not None and matcher.seen_prompts:
-            every = load_samples(name, root, None, cfg.seed)
+        if tasks[key].kind == "adoption" and matcher is not None and matcher.seen_prompts:
+            every = load_samples(ref, root, None, cfg.seed)
             seen = frozenset(s.id for s in every if not matcher.held_out(s.question))
-        samples[name] = load_samples(name, root, cfg.limit_for(name), cfg.seed, exclude=seen)
+        limit = cfg.limit_for(ref)
+        if limit is None and key != ref:
+            limit = cfg.limit_for(key)  # a task file's own limit may name its task rather than the file
+        samples[key] = load_samples(ref, root, limit, cfg.seed, exclude=seen)
     return samples
 
 

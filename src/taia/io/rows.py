@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import gzip
 import json
+import logging
 import os
 import re
 from collections.abc import Iterable
@@ -188,14 +189,39 @@ def _csv(path: Path) -> list[Row]:
 
 
 def load_hub_rows(dataset_id: str, split: str, subset: str | None) -> list[Row]:
-    """A Hugging Face Hub dataset split, as rows numbered from 1 (needs network or the HF cache)."""
+    """A Hugging Face Hub dataset split, or the one data file at an https URL (a file's copy on the web,
+    e.g. a pinned GitHub raw URL), as rows numbered from 1 (needs network or the HF cache)."""
     from datasets import load_dataset  # lazy: heavy, and only hub sources need it
 
-    ds = load_dataset(dataset_id, subset, split=split)
+    # Offline, huggingface_hub logs each failed request before raising; the error alone is enough (taia's
+    # not-found message quotes its last line), so its warnings are held back while loading.
+    hub_log = logging.getLogger("huggingface_hub")
+    level = hub_log.level
+    hub_log.setLevel(logging.ERROR)
+    try:
+        if dataset_id.startswith("https://"):
+            ds = load_dataset(_url_builder(dataset_id), data_files=dataset_id, split="train")
+        else:
+            ds = load_dataset(dataset_id, subset, split=split)
+    finally:
+        hub_log.setLevel(level)
     rows = [Row(dict(r), i + 1) for i, r in enumerate(ds)]
     if not rows:
         raise TaiaError(f"hub:{dataset_id}: no rows in split {split!r}")
     return rows
+
+
+def _url_builder(url: str) -> str:
+    """The `datasets` builder that reads the file at `url`, from its name."""
+    name = url.split("?", 1)[0].lower()
+    for suffix, builder in ((".jsonl", "json"), (".json", "json"), (".csv", "csv"), (".parquet", "parquet")):
+        if name.endswith(suffix):
+            return builder
+    raise TaiaError(f"{url}: a data file URL must end in .json, .jsonl, .csv or .parquet")
+
+
+def _hub_name(hub_id: str, split: str, subset: str | None) -> str:
+    return hub_id if hub_id.startswith("https://") else f"{hub_id} ({subset or 'default'}, {split})"
 
 
 def looks_like_hub_id(path: str) -> bool:
@@ -203,23 +229,38 @@ def looks_like_hub_id(path: str) -> bool:
 
 
 def resolve_rows(
-    path: str, root: Path | None, split: str = "train", subset: str | None = None
+    path: str,
+    root: Path | None,
+    split: str = "train",
+    subset: str | None = None,
+    hub: tuple[str, str, str | None] | None = None,
 ) -> tuple[list[Row], str]:
-    """Rows of a local file (as given, or under the data root) or a hub dataset, and where they came from."""
+    """Rows of a local file (as given, or under the data root), else of a hub dataset, and where they came
+    from. The hub dataset is `hub` = (id or https URL, split, subset) when given (a local file's copy), else
+    `path` itself when it is a hub id. Neither found: one line saying every place looked and how to point
+    elsewhere."""
     found = find_file(path, root)
     if found is not None:
         return read_rows(found), str(found)
-    hub = "not a hub dataset id (owner/name)"
-    if looks_like_hub_id(path):
+    if hub is None and looks_like_hub_id(path):
+        hub = (path, split, subset)
+    if hub is None:
+        why = "not a hub dataset id (owner/name), and no hub: copy is named"
+    else:
+        hub_id, hub_split, hub_subset = hub
         try:
-            return load_hub_rows(path, split, subset), f"hub:{path}"
+            rows = load_hub_rows(hub_id, hub_split, hub_subset)
+            web = hub_id.startswith("https://")
+            return rows, hub_id if web else f"hub:{hub_id}" + (f"/{hub_subset}" if hub_subset else "")
         except TaiaError:
             raise
         except Exception as e:  # noqa: BLE001  # datasets raises many types; the user needs only the message
             lines = str(e).strip().splitlines()
-            hub = f"not on the Hugging Face Hub ({lines[-1] if lines else type(e).__name__})"
+            copy = "its copy " if hub_id != path else "on the Hugging Face Hub "
+            why = f"{copy}{_hub_name(hub_id, hub_split, hub_subset)} failed: "
+            why += lines[-1] if lines else type(e).__name__
     raise TaiaError(
-        f"data {path!r} not found: not at {Path(path).expanduser().absolute()}, {_under_root(root)}, {hub}"
+        f"data {path!r} not found: not at {Path(path).expanduser().absolute()}, {_under_root(root)}; {why}"
     )
 
 

@@ -57,7 +57,20 @@ class ExperimentConfig(BaseModel):
                 parts = one_line(e, _MODELS[section]).split("; ")
                 raise ValueError("; ".join(f"{section}.{part}" for part in parts)) from None
         self._check_router()
+        self._check_tasks()
         return self
+
+    def _check_tasks(self) -> None:
+        """Unknown tasks and malformed task files fail now, not after training."""
+        from taia.errors import TaiaError
+        from taia.eval.tasks import task_keys
+
+        ec = self.eval_config()
+        if ec.harness == "taia":
+            try:
+                task_keys(ec.tasks)
+            except TaiaError as e:
+                raise ValueError(f"eval.tasks: {e}") from None
 
     def _check_router(self) -> None:
         """`loracl` without base or vanilla (or on lm-eval / vLLM) fails now, not after training."""

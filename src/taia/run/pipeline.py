@@ -38,6 +38,7 @@ def run(cfg: ExperimentConfig) -> dict[str, Any]:
     from taia.run.report import write_report
 
     out = cfg.run_dir
+    check_task_files(cfg)
     if cfg.train is None:  # a given fine-tune is checked before the run dir is made (as `taia eval` would)
         ec = cfg.eval_config()
         check_inputs(cfg.model, ec.adapter, ec.finetuned, list(resolve_specs(ec.variants).values()),
@@ -57,6 +58,17 @@ def run(cfg: ExperimentConfig) -> dict[str, Any]:
     paths = write_report(out, html=cfg.report_html)
     print(f"taia run: report in {paths['md']}")
     return {"report": {k: str(p) for k, p in paths.items()}, "results": results["results"]}
+
+
+def check_task_files(cfg: ExperimentConfig) -> None:
+    """Load the rows of the experiment's own task files now: a bad row fails before training, not after."""
+    from taia.eval.tasks import load_samples
+    from taia.eval.tasks.custom import is_task_file
+    from taia.io.rows import data_root
+
+    ec = cfg.eval_config()
+    for ref in (t for t in ec.tasks if ec.harness == "taia" and is_task_file(t)):
+        load_samples(ref, data_root(ec.data_dir))  # every row, not just the sampled ones
 
 
 def train_stage(cfg: ExperimentConfig) -> bool:

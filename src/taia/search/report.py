@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from taia.eval.metrics import lower_is_better
+from taia.eval.tasks import task_key
 from taia.run.report import shown, write_report
 from taia.search.config import SearchConfig
 from taia.spec import TaiaSpec
@@ -31,7 +32,8 @@ def write_search_report(
     same_as: str | None = None,
 ) -> dict[str, Any]:
     """Write search.json, search.md, plots/dev_grid.png and OUT/test's report; return search.json."""
-    rows = [_candidate(s, dev["results"][s.name][cfg.dev_task], same) for s in specs]
+    dev_key = task_key(cfg.dev_task)  # results key a task file by its name
+    rows = [_candidate(s, dev["results"][s.name][dev_key], same) for s in specs]
     result = {
         "dev_task": cfg.dev_task,
         "dev_n": rows[0]["n"],
@@ -114,7 +116,7 @@ def _test_lines(cfg: SearchConfig, result: dict[str, Any]) -> list[str]:
         "margin Δ vs vanilla |",
         "|---|" + "---|" * (len(variants) + 4),
     ]
-    for task in cfg.test_tasks:
+    for task in map(task_key, cfg.test_tasks):
         cells = [_score(tests[v][task]) for v in variants]
         chosen = paired.get(result["best"], {}).get(task, {})
         deltas = [_delta(chosen.get(ref)) for ref in ("base", "vanilla")]

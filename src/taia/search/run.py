@@ -29,7 +29,7 @@ from taia.config import changed_keys, config_yaml
 from taia.errors import TaiaError
 from taia.eval.metrics import lower_is_better
 from taia.eval.task import Sample
-from taia.eval.tasks import get_task, load_samples
+from taia.eval.tasks import load_samples, task_family, task_key
 from taia.eval.variants import resolve_specs
 from taia.io.rows import data_root
 from taia.lora import group_modules
@@ -54,12 +54,13 @@ def search(cfg: SearchConfig) -> dict[str, Any]:
     _prepare_out(cfg, out)
     paths = _write_specs(out / "specs", specs)
     dev_cfg = cfg.eval_config(str(out / "dev"), [cfg.dev_task], [str(p) for p in paths])
-    dev_report = evaluate(dev_cfg, samples={cfg.dev_task: dev})
-    best = choose(specs, dev_report["results"], cfg.dev_task)
-    best_path = _write_best(out, best, dev_report["results"][best.name][cfg.dev_task])
+    dev_key = task_key(cfg.dev_task)  # a task file's results are keyed by its name
+    dev_report = evaluate(dev_cfg, samples={dev_key: dev})
+    best = choose(specs, dev_report["results"], dev_key)
+    best_path = _write_best(out, best, dev_report["results"][best.name][dev_key])
     test_variants = [*cfg.test_variants, str(best_path)]
     test_cfg = cfg.eval_config(str(out / "test"), cfg.test_tasks, test_variants)
-    test_report = evaluate(test_cfg, samples=tests)
+    test_report = evaluate(test_cfg, samples={task_key(t): s for t, s in tests.items()})
     same_as = twin(best, cfg.test_variants, changed, mm)
     return write_search_report(cfg, out, specs, same, dev_report, test_report, _best_name(best), same_as)
 
@@ -68,21 +69,16 @@ def split(cfg: SearchConfig) -> tuple[list[Sample], dict[str, list[Sample]]]:
     """The dev samples and each test task's samples, checked disjoint."""
     root = data_root(cfg.data_dir)
     dev = load_samples(cfg.dev_task, root, cfg.dev_limit, cfg.seed)
-    dev_family = _family(cfg.dev_task)
+    dev_family = task_family(cfg.dev_task)
     dev_ids = frozenset(s.id for s in dev)
     tests = {
         t: load_samples(
-            t, root, cfg.test_limit, cfg.seed, dev_ids if _family(t) == dev_family else frozenset()
+            t, root, cfg.test_limit, cfg.seed, dev_ids if task_family(t) == dev_family else frozenset()
         )
         for t in cfg.test_tasks
     }
     check_disjoint(cfg.dev_task, dev, tests)
     return dev, tests
-
-
-def _family(task_name: str) -> str:
-    """A task's canonical name without its subset: `bbh:navigate` and `bbh` share sample ids."""
-    return get_task(task_name.partition(":")[0]).name
 
 
 def check_disjoint(dev_task: str, dev: list[Sample], tests: dict[str, list[Sample]]) -> None:

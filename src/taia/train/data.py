@@ -25,6 +25,9 @@ Mixing (how to write the paper's Fig. 1 "20k in-domain + x % out-of-distribution
       - {path: ood.jsonl, ratio: 0.2}                           # 20 % of the final mix (here 5k rows)
       - extra.jsonl                                             # no count/ratio: every row
 
+A local file may name its copy on the Hugging Face Hub (`hub: owner/name`, with `subset:` / `split:`) or on
+the web (`hub: https://…/file.jsonl`), read when the file is found neither as given nor under the data root.
+
 A source without count or ratio contributes all its rows; `count: n` samples n rows without replacement.
 Ratio sources share the final mix: with `fixed` rows from the other sources, the mix has
 total = fixed / (1 - sum(ratios)) rows and each ratio source gives round_half_up(ratio × total). If every
@@ -236,13 +239,14 @@ class DataSource(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     path: str = Field(min_length=1)  # local file (as given, or under the data root) or a hub dataset id
+    hub: str | None = Field(None, pattern=r"^([\w.-]+/[\w.-]+|https://\S+)$")  # `path`'s copy, if absent
     format: str = "auto"
     columns: dict[str, str] = Field(default_factory=dict)  # canonical field -> field name in the file
     count: int | None = Field(None, gt=0)
     ratio: float | None = Field(None, gt=0, lt=1)
     system: str | None = None  # prepended to every conversation that has no system turn
-    split: str = "train"  # hub only
-    subset: str | None = None  # hub only
+    split: str = "train"  # of the hub dataset (`path` as a hub id, or `hub`)
+    subset: str | None = None  # of the hub dataset (its config name)
 
     @field_validator("format")
     @classmethod
@@ -284,7 +288,8 @@ class _Loaded:
 
 
 def _load(source: DataSource, root: Path | None) -> _Loaded:
-    rows, where = resolve_rows(source.path, root, source.split, source.subset)
+    hub = (source.hub, source.split, source.subset) if source.hub else None
+    rows, where = resolve_rows(source.path, root, source.split, source.subset, hub)
     fmt, convs = convert(rows, where, source.format, source.columns)
     if source.system:
         turn = {"role": "system", "content": source.system}

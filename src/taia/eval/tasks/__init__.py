@@ -1,10 +1,12 @@
-"""The task registry: YAML definitions (`*.yaml` beside this file) and loading their samples.
+"""The task registry: YAML definitions (`*.yaml` beside this file), task files, and loading their samples.
 
 Each YAML names its scoring kind, its local files (relative to the data root) and a hub fallback, and the hook
 in `hooks.py` that turns rows into `Sample`s. Tasks split into per-file subsets (BBH subtasks, MMLU subjects)
 list them under `subsets:` and write `{subset}` in their file and hub config names; one subset alone is the
 task `name:subset` (e.g. `bbh:date_understanding`, `mmlu:anatomy`), whose samples keep the ids they have in
-the whole task. Exercised by `taia eval --tasks gsm8k,csqa,bbh:navigate` and tests/test_tasks.py.
+the whole task. A task reference ending in `.yaml` is a user's own task file (`custom.py`), keyed in results
+by its `name:` (`task_key`). Exercised by `taia eval --tasks gsm8k,csqa,bbh:navigate,my_task.yaml` and
+tests/test_tasks.py, tests/test_custom_tasks.py.
 """
 
 from __future__ import annotations
@@ -12,57 +14,22 @@ from __future__ import annotations
 import random
 from importlib import resources
 from pathlib import Path
-from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import ValidationError
 
 from taia.errors import TaiaError
-from taia.eval.task import Kind, Sample, Task
+from taia.eval.task import Sample, Task
+from taia.eval.tasks.custom import is_task_file, load_task_file
 from taia.eval.tasks.hooks import HOOKS, READERS, Source
-from taia.io.rows import ENV_DATA_DIR, Row, load_hub_rows, read_rows
+from taia.eval.tasks.schema import DataSource, HubSource, TaskSpec
+from taia.io.rows import Row, load_hub_rows, read_rows
 from taia.registry import Registry, did_you_mean
 
-__all__ = ["TASKS", "TaskSpec", "get_task", "load_samples", "subset_names", "task_names"]
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class HubSource(_Strict):
-    """The Hugging Face dataset used when the local files are absent."""
-
-    id: str
-    subset: str | None = None  # the config name; may contain `{subset}`
-    split: str
-    rename: dict[str, str] = {}  # local field name -> hub field name, applied to hub rows before the hook
-
-
-class DataSource(_Strict):
-    files: list[str]  # relative to the data root; may contain `{subset}`
-    reader: str | None = None  # a `hooks.READERS` name for files `read_rows` cannot parse
-    hub: HubSource | None = None
-
-
-class TaskSpec(_Strict):
-    """One task YAML, as written."""
-
-    name: str
-    kind: Kind
-    description: str
-    data: DataSource
-    hook: str
-    max_new_tokens: int
-    aggregate: Literal["micro", "macro"] = "micro"
-    aliases: list[str] = []
-    subsets: list[str] = []
-
-    def task(self, subset: str | None = None) -> Task:
-        if subset is None:
-            return Task(self.name, self.kind, self.description, self.max_new_tokens, self.aggregate)
-        description = f"{self.description} Only the {subset!r} subset."
-        return Task(f"{self.name}:{subset}", self.kind, description, self.max_new_tokens, "micro")
+__all__ = [
+    "TASKS", "DataSource", "HubSource", "TaskSpec", "get_task", "load_samples", "subset_names",
+    "task_family", "task_key", "task_keys", "task_names",
+]  # fmt: skip
 
 
 def _load_specs() -> Registry[TaskSpec]:
@@ -96,8 +63,13 @@ def subset_names(task_name: str) -> list[str]:
 
 
 def _resolve(task_name: str) -> tuple[TaskSpec, str | None]:
-    base, colon, subset = task_name.partition(":")
-    spec = TASKS.get(base)
+    if is_task_file(task_name):
+        whole = task_name.lower().endswith((".yaml", ".yml"))  # else `file.yaml:subset`
+        file, colon, subset = (task_name, "", "") if whole else task_name.rpartition(":")
+        spec: TaskSpec = load_task_file(Path(file).expanduser(), list(TASKS))
+    else:
+        base, colon, subset = task_name.partition(":")
+        spec = TASKS.get(base)
     if not colon:
         return spec, None
     if not spec.subsets:
@@ -108,9 +80,33 @@ def _resolve(task_name: str) -> tuple[TaskSpec, str | None]:
 
 
 def get_task(name: str) -> Task:
-    """The task called `name` (an alias, or `task:subset` for one BBH subtask / MMLU subject)."""
+    """The task called `name` (an alias, `task:subset` for one BBH subtask / MMLU subject, or a task file)."""
     spec, subset = _resolve(name)
     return spec.task(subset)
+
+
+def task_key(ref: str) -> str:
+    """What results are keyed by: the reference as given, except a task file's `name:` (not its path).
+    Unknown names and malformed task files fail here."""
+    task = get_task(ref)
+    return task.name if is_task_file(ref) else ref
+
+
+def task_keys(refs: list[str]) -> dict[str, str]:
+    """Each reference's key; two references with one key (two files named alike) are refused."""
+    keys: dict[str, str] = {}
+    for ref in refs:
+        key = task_key(ref)
+        clash = next((r for r, k in keys.items() if k == key), None)
+        if clash is not None:
+            raise TaiaError(f"tasks {clash!r} and {ref!r} are both named {key!r}; rename one (its name:)")
+        keys[ref] = key
+    return keys
+
+
+def task_family(ref: str) -> str:
+    """A task's canonical name without its subset: `bbh:navigate` and `bbh` share sample ids."""
+    return _resolve(ref)[0].name
 
 
 def load_samples(
@@ -127,10 +123,9 @@ def load_samples(
     """
     spec, subset = _resolve(task_name)
     subsets: list[str | None] = [subset] if subset else list(spec.subsets) or [None]
-    hook = HOOKS.get(spec.hook)
     samples: list[Sample] = []
-    for rows, src in _sources(spec, subsets, root):
-        samples.extend(hook(rows, src))
+    for rows, src in _sources(spec, subsets, spec.files_root(root)):
+        samples.extend(spec.samples(rows, src))
     samples = [s for s in samples if s.id not in exclude]
     if limit is not None:
         samples = _subsample(samples, limit, seed, spec.aggregate == "macro")
@@ -144,8 +139,8 @@ def _sources(spec: TaskSpec, subsets: list[str | None], root: Path | None) -> li
     if found and len(found) < len(wanted):
         missing = [rel for rel, _ in wanted if root is None or not (root / rel).is_file()]
         raise TaiaError(
-            f"task {spec.name!r}: {len(missing)} of its {len(wanted)} files are missing under the data root "
-            f"{root}: {_some(missing)}"
+            f"task {spec.name!r}: {len(missing)} of its {len(wanted)} files are missing "
+            f"{spec.where(root)}: {_some(missing)}"
         )
     if found:
         read = READERS.get(spec.data.reader) if spec.data.reader else read_rows
@@ -174,12 +169,7 @@ def _hub_source(
         else:
             renamed = [Row(_rename(r.data, hub.rename), r.line) for r in rows]
             return renamed, Source(spec.name, f"hub:{hub.id}" + (f"/{config}" if config else ""), subset)
-    how = f"pass --data-dir or set {ENV_DATA_DIR}"
-    if root is None:
-        where = f"(no data root is set: {how})"
-    else:
-        state = "" if root.is_dir() else ", which does not exist"
-        where = f"under the data root {root}{state} ({how} to change it)"
+    where = spec.where(root)
     raise TaiaError(f"task {spec.name!r}: data not found: looked for {_some(looked_for)} {where}; {reason}")
 
 
