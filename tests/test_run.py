@@ -127,7 +127,9 @@ def test_quickstart_runs_the_packaged_experiment(tmp_path, chat_model, capsys):
     argv = ["quickstart", f"model={chat_model('llama')}", f"out={tmp_path / 'qs'}",
             f"train.data.0.path={data}", "train.epochs=1", "train.batch_size=8", "train.micro_batch_size=4",
             "eval.limit={persona: 2, csqa: 2}", "eval.max_new_tokens=2"]  # fmt: skip
-    assert main(argv) == 0
+    from taia.io.rows import data_root
+
+    assert main([*argv, "--data-dir", str(data_root())]) == 0
     out = capsys.readouterr().out
     assert "taia quickstart: done in" in out and "One held-out instruction (persona, persona//" in out
     lines = out.rstrip().splitlines()
@@ -135,6 +137,8 @@ def test_quickstart_runs_the_packaged_experiment(tmp_path, chat_model, capsys):
     assert lines[-2].startswith("- persona: answers that carry the fine-tune's persona: base ")
     assert lines[-1].startswith("- commonsenseqa (general ability, accuracy): base ")
     assert (tmp_path / "qs" / "report.md").is_file()
+    saved = (tmp_path / "qs" / "experiment.yaml").read_text()
+    assert saved.count(f"data_dir: {data_root()}") == 2  # --data-dir reaches training and evaluation
 
 
 def test_example_experiments_validate():
