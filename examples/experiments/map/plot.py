@@ -33,7 +33,8 @@ def cell(entry: dict | None, key: str | None, scale: float) -> str:
         return "–"
     d, (lo, hi) = got["delta"], got["ci95"]
     mark = "**" if lo > 0 or hi < 0 else ""  # the CI excludes 0
-    return f"{mark}{scale * d:+.3g} [{scale * lo:+.3g}, {scale * hi:+.3g}]{mark}"
+    f = ".1f" if scale == 100.0 else ".3f"  # accuracy in points, the margin in nats
+    return f"{mark}{scale * d:+{f}} [{scale * lo:+{f}}, {scale * hi:+{f}}]{mark}"
 
 
 def table(data: dict[str, dict], key: str | None, scale: float) -> list[str]:
@@ -52,7 +53,7 @@ def plot(data: dict[str, dict], out: Path) -> None:
     from matplotlib.figure import Figure
 
     tasks = sorted({t for p in data.values() for v in p.values() for t in v})
-    fig = Figure(figsize=(4.2 * len(tasks), 0.45 * len(data) * len(COMPARISONS) + 1.5))
+    fig = Figure(figsize=(4.2 * len(tasks), 0.45 * len(data) * len(COMPARISONS) + 2.0))
     names = list(data)
     for k, task in enumerate(tasks):
         ax = fig.add_subplot(1, len(tasks), k + 1)
@@ -69,8 +70,10 @@ def plot(data: dict[str, dict], out: Path) -> None:
         ax.invert_yaxis()
         ax.set_title(task)
         ax.set_xlabel("paired Δ gold-option margin (95 % CI)")
-    fig.axes[0].legend(loc="lower left", fontsize=8)
-    fig.tight_layout()
+        ax.locator_params(axis="x", nbins=4)
+    handles, labels = fig.axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=len(COMPARISONS), fontsize=8)
+    fig.tight_layout(rect=(0, 0.1, 1, 1))
     fig.savefig(out, dpi=110)
 
 
