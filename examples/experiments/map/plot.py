@@ -9,6 +9,7 @@ Everything is read from results.json (`paired`), nothing is recomputed here.
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -77,11 +78,26 @@ def plot(data: dict[str, dict], out: Path) -> None:
     fig.savefig(out, dpi=110)
 
 
+def update_sizes(sweep: Path, names: list[str]) -> list[str]:
+    """Per point: the mean ‖ΔW‖/‖W‖ over layers of attention and FFN (RUN/inspect.json), the update size."""
+    lines = ["| point | mean ‖ΔW‖/‖W‖ attn | mean ‖ΔW‖/‖W‖ ffn |", "|---|---:|---:|"]
+    for name in names:
+        path = sweep / name / "inspect.json"
+        rows = json.loads(path.read_text())["rows"] if path.is_file() else []
+        mean = {}
+        for group in ("attn", "ffn"):
+            values = [r["rel_update"] for r in rows if r["group"] == group and r["rel_update"] is not None]
+            mean[group] = f"{sum(values) / len(values):.4f}" if values else "–"
+        lines.append(f"| {name} | {mean['attn']} | {mean['ffn']} |")
+    return lines
+
+
 def main(sweep: Path) -> None:
     data = points(sweep)
     if not data:
         raise SystemExit(f"no finished points (*/eval/results.json) under {sweep}")
     md = ["# Map: paired Δ per point and task (bold: the 95 % CI excludes 0)", "",
+          "## Update size", "", *update_sizes(sweep, list(data)), "",
           "## Gold-option margin", *table(data, "margin", 1.0), "",
           "## Accuracy (percentage points)", *table(data, None, 100.0)]  # fmt: skip
     (sweep / "map.md").write_text("\n".join(md) + "\n")
