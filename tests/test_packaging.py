@@ -84,8 +84,8 @@ def test_quickstart_from_the_wheel_with_a_data_dir(wheel: Path, tmp_path: Path, 
     zipfile.ZipFile(wheel).extractall(site)
     argv = [sys.executable, "-m", "taia.cli", "quickstart", f"model={chat_model('llama')}", "out=qs",
             "train.data=[{path: alpaca_gpt4/alpaca_en_demo.json, format: alpaca, count: 8}]",
-            "train.max_steps=1", "train.batch_size=8", "eval.limit=1", "eval.tasks=[csqa]",
-            "eval.max_new_tokens=2"]  # fmt: skip
+            "train.max_steps=1", "train.batch_size=8", "train.micro_batch_size=4", "eval.limit=1",
+            "eval.tasks=[csqa]", "eval.max_new_tokens=2"]  # fmt: skip
     env = {**os.environ, "PYTHONPATH": str(site), "TAIA_DATA_DIR": str(root)}
     done = subprocess.run(argv, cwd=tmp_path, env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-2000:]
