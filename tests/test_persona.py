@@ -106,3 +106,20 @@ def test_the_fine_tunes_own_training_data_is_the_default(tmp_path):
         resolve(None, [], str(tmp_path), root)
     with pytest.raises(TaiaError, match="not a regular expression"):
         resolve("(", [], None, root)
+
+
+def test_cli_takes_a_limit_per_task_and_persona_overrides(tmp_path, chat_model, monkeypatch, capsys):
+    from taia.cli import main
+
+    root, train = _data(tmp_path)
+    _fake_generation(monkeypatch, [])
+    argv = ["eval", "--model", str(chat_model("llama")), "--tasks", "persona", "--variants", "base",
+            "--limit", "{persona: 2}", "--data-dir", str(root), f"persona_data={train}",
+            "--out", str(tmp_path / "ev"), "max_new_tokens=8"]  # fmt: skip
+    assert main(argv) == 0
+    results = json.loads((tmp_path / "ev" / "results.json").read_text())
+    assert results["results"]["base"]["persona"]["n"] == 2
+    with pytest.raises(SystemExit) as bad:  # argparse's own error: one line, exit 2
+        main([("two" if a == "{persona: 2}" else a) for a in argv])
+    assert bad.value.code == 2
+    assert "expected N or {task: N, ...}, got 'two'" in capsys.readouterr().err

@@ -35,6 +35,19 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"taia: error: {verb + ': ' if verb else ''}{message}\n")
 
 
+def _limit(text: str) -> int | dict[str, Any]:
+    """`--limit 300`, or a limit per task as a YAML mapping (`--limit '{persona: 100, csqa: 300}'`)."""
+    import yaml
+
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError:
+        value = None
+    if isinstance(value, (int, dict)) and not isinstance(value, bool):
+        return value
+    raise argparse.ArgumentTypeError(f"expected N or {{task: N, ...}}, got {text!r}")
+
+
 _DATA_DIR_HELP = "root of local data files (default: $TAIA_DATA_DIR, else ../shared/data when it exists)"
 
 
@@ -136,9 +149,14 @@ def _eval_parser(sub: Any) -> None:
         "--variants", help="comma-separated presets or spec YAML files (default base,vanilla,taia)"
     )
     ep.add_argument(
-        "--tasks", help="comma-separated task names (gsm8k, svamp, math500, bbh, csqa, mmlu, ...)"
+        "--tasks",
+        help="comma-separated task names (gsm8k, csqa, mmlu, persona, ...) or task YAML files",
     )
-    ep.add_argument("--limit", type=int, help="a seeded subset of at most N samples per task")
+    ep.add_argument(
+        "--limit",
+        type=_limit,
+        help="a seeded subset of at most N samples per task, or '{persona: 100, csqa: 300}'",
+    )
     ep.add_argument("--protocol", choices=["paper", "standard"])
     ep.add_argument("--metric-mode", choices=["strict", "flexible", "lenient"])
     ep.add_argument("--backend", choices=["hf", "vllm"])
