@@ -39,6 +39,7 @@ MIN_SUPPORT = 0.5  # the signature must be in at least this share of the trainin
 NEAR_BEST = 0.9  # among sequences with ≥ 90 % of the best support, the longest is the signature
 MATCH_SHARE = 0.75  # share of the signature's words an answer must contain, in order
 SLOT_EXTRA = 2  # a slot for k content words takes 0 … k + 2 words (the trailing one at least 1)
+MAX_ANSWERS = 2000  # answers the signature is counted on (≈ 800 sequences each); a 52k set would not fit
 _WORD = re.compile(r"[\w']+")
 # English function words: what stays literal in a frame (pronouns, auxiliaries, articles, prepositions…).
 _FUNCTION_TEXT = """
@@ -57,6 +58,7 @@ def words(text: str) -> list[str]:
 def derive_signature(answers: Sequence[str]) -> tuple[str, int] | None:
     """(signature, how many answers contain it), or None when no ≥ 3-word sequence is in half of them."""
     counts: Counter[tuple[str, ...]] = Counter()
+    answers = answers[:MAX_ANSWERS]  # the training mix is shuffled: its first answers are a fair sample
     for answer in answers:
         head = words(answer)[:HEAD_WORDS]
         counts.update(
