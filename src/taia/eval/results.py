@@ -48,14 +48,10 @@ class SampleLog:
 
     def _load(self) -> None:
         text = self.path.read_text()
-        good: list[str] = []
-        for line in text.splitlines():
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError:
-                break  # the line a crash cut short; everything after it is gone too
+        good = _complete_lines(text)
+        for line in good:
+            row = json.loads(line)
             self.rows.setdefault(row["id"], row)
-            good.append(line)
         if len(good) != len(text.splitlines()) or (text and not text.endswith("\n")):
             self.path.write_text("".join(x + "\n" for x in good))
 
@@ -113,6 +109,25 @@ def _macro(task: Task, by_subset: dict[str, list[float]]) -> bool:
     # variance at all, so such a macro CI would be far too narrow: below MIN_PER_SUBSET, report micro.
     macro = task.aggregate == "macro" and len(by_subset) > 1
     return macro and min(map(len, by_subset.values())) >= MIN_PER_SUBSET
+
+
+def _complete_lines(text: str) -> list[str]:
+    """The JSONL lines before the first one a crash cut short (everything after it is gone too)."""
+    good: list[str] = []
+    for line in text.splitlines():
+        try:
+            json.loads(line)
+        except json.JSONDecodeError:
+            break
+        good.append(line)
+    return good
+
+
+def read_rows(path: Path) -> list[dict[str, Any]]:
+    """A sample log's rows, read only (the report's view; `SampleLog` also repairs the file)."""
+    return (
+        [json.loads(x) for x in _complete_lines(path.read_text(encoding="utf-8"))] if path.is_file() else []
+    )
 
 
 def summarize(task: Task, rows: list[dict[str, Any]], seed: int = 0) -> dict[str, Any]:

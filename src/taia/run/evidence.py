@@ -13,11 +13,11 @@ Reads RUN/eval/results.json (through RunData) and RUN/eval/samples/. Exercised b
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from taia.eval.metrics import metric
+from taia.eval.results import read_rows
 from taia.run.report import RunData, finite, shown
 
 MAX_ANSWER = 240  # characters of an answer shown side by side; the opening is what differs
@@ -45,16 +45,7 @@ def margin_rows(data: RunData) -> list[dict[str, Any]]:
 
 
 def _samples(data: RunData, variant: str, task: str) -> list[dict[str, Any]]:
-    path = _samples_dir(data.run_dir) / variant / f"{task}.jsonl"
-    if not path.is_file():
-        return []
-    out = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            out.append(json.loads(line))
-        except json.JSONDecodeError:
-            break  # a live log's last line
-    return out
+    return read_rows(_samples_dir(data.run_dir) / variant / f"{task}.jsonl")
 
 
 def _samples_dir(run_dir: Path) -> Path:
