@@ -53,11 +53,11 @@ from peft import LoraConfig
 from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback, set_seed
 from trl import SFTConfig, SFTTrainer
 
+from taia.data.mixing import mix
 from taia.io.rows import data_root
 from taia.models import materialize
 from taia.train import TrainConfig, train
 from taia.train.chat import prepare
-from taia.train.data import mix
 
 MODEL = "smollm2-135m-instruct"
 DATA = "alpaca_gpt4/alpaca_en_demo.json"

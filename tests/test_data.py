@@ -12,10 +12,10 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
+from taia.data.mixing import FORMATS, DataSource, convert, detect_format, mix
 from taia.errors import TaiaError
 from taia.io import rows as rows_mod
 from taia.io.rows import data_root, find_file, read_rows, resolve_rows
-from taia.train.data import FORMATS, DataSource, convert, detect_format, mix
 
 DOLLY = {"input": "context", "output": "response"}
 

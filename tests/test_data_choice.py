@@ -1,4 +1,4 @@
-"""The `multiple_choice` training format (taia/train/formats.py): in-domain rows for the Fig. 1 twin.
+"""The `multiple_choice` training format (taia/data/formats.py): in-domain rows for the Fig. 1 twin.
 
 The invariant that matters: a CommonsenseQA row trains on the same gold option that `taia eval` scores for it.
 """
@@ -11,11 +11,11 @@ from typing import Any
 
 import pytest
 
+from taia.data.formats import multiple_choice
+from taia.data.mixing import DataSource, mix
 from taia.errors import TaiaError
 from taia.eval.tasks.hooks import HOOKS, Source
 from taia.io.rows import read_rows
-from taia.train.data import DataSource, mix
-from taia.train.formats import multiple_choice
 
 CSQA = {
     "answerKey": "B",

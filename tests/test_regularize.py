@@ -40,8 +40,8 @@ def built(tmp_path: Path, model_dir: Path, **kw):
     """The trainer `train` would build, without training."""
     from transformers import AutoTokenizer, set_seed
 
+    from taia.data.mixing import mix
     from taia.train.chat import prepare
-    from taia.train.data import mix
     from taia.train.model import build, load_base
     from taia.train.trainer import make_trainer
 

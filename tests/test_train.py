@@ -203,8 +203,8 @@ def test_cli_equals_api(tmp_path, chat_model):
 
 
 def test_packing_trains_and_keeps_the_answer_mask(tmp_path, chat_model):
+    from taia.data.mixing import mix
     from taia.train.chat import prepare
-    from taia.train.data import mix
     from taia.train.model import load_base
     from taia.train.trainer import make_trainer
 

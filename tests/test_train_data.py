@@ -10,10 +10,10 @@ import pytest
 
 from conftest import CHATML, chat_tokenizer
 from taia.cli import main
+from taia.data.mixing import DataSource, mix
 from taia.errors import TaiaError
 from taia.train import TrainConfig
 from taia.train.chat import prepare
-from taia.train.data import DataSource, mix
 from taia.train.model import load_base
 from taia.train.trainer import make_trainer
 

@@ -195,7 +195,7 @@ def resolve(pattern: str | None, data: Sequence[str], fine_tune: str | None, roo
 def _training(sources: list, cfg: dict | None, root: Path | None) -> tuple[list[str], list[str]]:
     """(final answers, user prompts) of the training conversations the sources (and cfg's seed) draw."""
     # The conversation formats live with training; only this function reads training data from eval.
-    from taia.train.data import DataSource, mix
+    from taia.data.mixing import DataSource, mix
 
     parsed = [DataSource.model_validate(s if isinstance(s, dict) else {"path": s}) for s in sources]
     seed, limit = (cfg.get("seed", 42), cfg.get("limit")) if cfg else (0, None)

@@ -2,7 +2,7 @@
 
 Line numbers exist so that a bad record is reported as `file:line`, before any training starts. The data
 root (`--data-dir`, `TAIA_DATA_DIR`, or a `../shared/data` checkout) lets configs name files relative to
-a shared data directory. Exercised by `taia train cfg.yaml` (via `taia.train.data.mix`) and
+a shared data directory. Exercised by `taia train cfg.yaml` (via `taia.data.mixing.mix`) and
 tests/test_data.py; evaluation reads its task files through the same functions.
 """
 

@@ -22,16 +22,17 @@ import time
 from pathlib import Path
 from typing import Any
 
+from taia.chat import set_chat_template
 from taia.check import check_inputs
 from taia.config import changed_keys, config_yaml
+from taia.data.mixing import mix
 from taia.errors import TaiaError
 from taia.io.hf import resolve_dir
 from taia.io.rows import data_root
 from taia.report import versions
 from taia.train import callbacks, distributed, regularize
-from taia.train.chat import Prepared, prepare, set_chat_template
+from taia.train.chat import Prepared, prepare
 from taia.train.config import TrainConfig
-from taia.train.data import mix
 from taia.train.model import build, load_base
 
 CONFIG = "taia_train.yaml"

@@ -42,7 +42,7 @@ def load_tokenizer(src: Sources, chat_template: str | None, trust_remote_code: b
     """The tokenizer answers are built with: the fine-tune's own if it saved one, with the chat template."""
     from transformers import AutoTokenizer
 
-    from taia.train.chat import set_chat_template
+    from taia.chat import set_chat_template
 
     tok_dir = tokenizer_dir(src.model, src.adapter, src.finetuned)
     tokenizer = AutoTokenizer.from_pretrained(str(tok_dir), trust_remote_code=trust_remote_code)

@@ -5,7 +5,7 @@ validated up front, so a bad record stops the run before training with `file:lin
 A conversation is a list of `{"role": "system"|"user"|"assistant", "content": str}`: an optional system
 turn first, then user/assistant turns alternating, ending with a non-empty assistant turn.
 
-Formats (alpaca, sharegpt, messages, prompt_completion, multiple_choice, auto): taia/train/formats.py.
+Formats (alpaca, sharegpt, messages, prompt_completion, multiple_choice, auto): taia/data/formats.py.
 
 Mixing (how to write the paper's Fig. 1 "20k in-domain + x % out-of-distribution"):
 
@@ -40,10 +40,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from taia.errors import TaiaError
-from taia.io.rows import resolve_rows
-from taia.registry import did_you_mean
-from taia.train.formats import (  # re-exported: the formats are part of this module's interface
+from taia.data.formats import (  # re-exported: the formats are part of this module's interface
     CANONICAL_FIELDS,
     FORMATS,
     Conversation,
@@ -52,6 +49,9 @@ from taia.train.formats import (  # re-exported: the formats are part of this mo
     detect_format,
     validate_conversation,
 )
+from taia.errors import TaiaError
+from taia.io.rows import resolve_rows
+from taia.registry import did_you_mean
 
 __all__ = [
     "CANONICAL_FIELDS", "FORMATS", "Conversation", "DataSource", "Mixture", "RowError", "convert",

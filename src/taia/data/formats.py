@@ -1,6 +1,6 @@
 """Training data formats: one record of a known layout → one validated conversation.
 
-Exercised by `taia train cfg.yaml` (through `taia.train.data.mix`) and tests/test_data.py.
+Exercised by `taia train cfg.yaml` (through `taia.data.mixing.mix`) and tests/test_data.py.
 A conversation is a list of `{"role": "system"|"user"|"assistant", "content": str}`: an optional system
 turn first, then user/assistant turns alternating, ending with a non-empty assistant turn.
 
