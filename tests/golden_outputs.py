@@ -29,7 +29,7 @@ from conftest import chat_tokenizer, lora_adapter, perturbed, tiny_model
 # Keys whose values differ between two runs of the same code: times, dates, versions, hosts.
 VOLATILE = {
     "seconds", "wall_seconds", "wall_s", "started", "finished", "created", "date", "time", "timestamp",
-    "versions", "version", "taia_version", "commit", "host", "elapsed", "tokens_per_second", "when", "at",
+    "versions", "version", "taia_version", "commit", "host", "elapsed", "tokens_per_second", "when", "at", "git_sha",
 }  # fmt: skip
 MC_ROWS = [
     {"q": f"Which is number {i}?", "choices": [f"n{i}", f"m{i}", f"k{i}"], "label": i % 3, "uid": f"u{i}"}
