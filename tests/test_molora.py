@@ -1,4 +1,5 @@
-"""MoLoRA (taia.train.molora): routing, load balancing, gradients, save/load, PEFT interplay, errors."""
+"""MoLoRA (taia.molora, taia.train.molora): routing, load balancing, gradients, save/load, PEFT interplay,
+errors."""
 
 from __future__ import annotations
 
@@ -13,10 +14,9 @@ from torch import nn
 
 from conftest import logits, tiny_model
 from taia.errors import TaiaError
-from taia.train.molora import (
+from taia.molora import (
     MoLoraConfig,
     MoLoraLinear,
-    aux_loss,
     inject_molora,
     load_molora,
     molora_modules,
@@ -25,6 +25,7 @@ from taia.train.molora import (
     save_molora,
     set_molora_enabled,
 )
+from taia.train.molora import aux_loss
 
 MLP = {
     "llama": [f"model.layers.{i}.mlp.{p}" for i in range(2) for p in ("gate_proj", "up_proj", "down_proj")],
