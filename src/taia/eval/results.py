@@ -19,18 +19,13 @@ from __future__ import annotations
 import json
 import os
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from taia.eval.metrics import (
-    bootstrap_ci,
-    bootstrap_ci_macro,
-    gold_margin,
-    kind_metric,
-    macro_mean,
-    metric,
-)
+from taia.eval.kinds import kind_of
+from taia.eval.metrics import bootstrap_ci, bootstrap_ci_macro, gold_margin, macro_mean, metric
+from taia.eval.scored import ScoredRow, as_row
 from taia.eval.task import LETTERS, Task
 
 REFERENCES = ("base", "vanilla")  # the variants Δs (plain and paired) are taken against
@@ -38,7 +33,8 @@ MIN_PER_SUBSET = 10  # samples every subset needs before a task is averaged (and
 
 
 class SampleLog:
-    """The append-only JSONL of one variant × task."""
+    """The append-only JSONL of one variant × task. `rows` holds each line's JSON by sample id; `row(id)`
+    reads one back as a `ScoredRow`."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -58,22 +54,26 @@ class SampleLog:
     def done(self) -> set[str]:
         return set(self.rows)
 
-    def rescore(self, score: Callable[[dict[str, Any]], dict[str, Any]]) -> None:
-        """Update each row with `score(row)` (its new extracted/correct); rewrite the file if any changed."""
+    def row(self, sample_id: str) -> ScoredRow:
+        return ScoredRow.from_json(self.rows[sample_id])
+
+    def rescore(self, score: Callable[[ScoredRow], ScoredRow]) -> None:
+        """Replace each row with `score(row)` (scored again); rewrite the file if any changed."""
         changed = False
-        for row in self.rows.values():
-            update = score(row)
-            changed = changed or any(row.get(k) != v for k, v in update.items())
-            row.update(update)
+        for sample_id, row in self.rows.items():
+            new = score(ScoredRow.from_json(row)).to_json()
+            changed = changed or new != row
+            self.rows[sample_id] = new
         if changed:
             tmp = self.path.with_suffix(".jsonl.tmp")
             tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in self.rows.values()))
             tmp.replace(self.path)
 
-    def append(self, rows: list[dict[str, Any]]) -> None:
+    def append(self, rows: Sequence[ScoredRow | Mapping[str, Any]]) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self.path.open("a") as f:
-            for row in rows:
+            for given in rows:
+                row = given.to_json() if isinstance(given, ScoredRow) else dict(given)
                 if row["id"] not in self.rows:
                     self.rows[row["id"]] = row
                     f.write(json.dumps(row, ensure_ascii=False) + "\n")
@@ -81,18 +81,18 @@ class SampleLog:
             os.fsync(f.fileno())
 
 
-def _margin(row: dict[str, Any]) -> float | None:
+def _margin(row: ScoredRow) -> float | None:
     """A choice row's gold-option margin (`metrics.gold_margin`); None for generated answers."""
-    scores, gold = row.get("scores"), row.get("gold")
+    scores, gold = row.scores, row.gold
     if not scores or not isinstance(gold, str) or len(gold) != 1 or gold not in LETTERS[: len(scores)]:
         return None
     return gold_margin(scores, LETTERS.index(gold))
 
 
-def _by_subset(rows: list[dict[str, Any]], value: Callable[[dict[str, Any]], float]) -> dict[str, list]:
+def _by_subset(rows: list[ScoredRow], value: Callable[[ScoredRow], float]) -> dict[str, list]:
     out: dict[str, list[float]] = defaultdict(list)
     for r in rows:
-        out[r.get("subset") or ""].append(value(r))
+        out[r.subset or ""].append(value(r))
     return out
 
 
@@ -123,25 +123,27 @@ def _complete_lines(text: str) -> list[str]:
     return good
 
 
-def read_rows(path: Path) -> list[dict[str, Any]]:
+def read_rows(path: Path) -> list[ScoredRow]:
     """A sample log's rows, read only (the report's view; `SampleLog` also repairs the file)."""
-    return (
-        [json.loads(x) for x in _complete_lines(path.read_text(encoding="utf-8"))] if path.is_file() else []
-    )
+    if not path.is_file():
+        return []
+    return [ScoredRow.from_json(json.loads(x)) for x in _complete_lines(path.read_text(encoding="utf-8"))]
 
 
-def summarize(task: Task, rows: list[dict[str, Any]], seed: int = 0) -> dict[str, Any]:
-    """The task's metric (accuracy, attack success or adoption rate) with a 95 % bootstrap CI, micro or
-    macro over subsets; choice tasks add the gold-option margin (mean and CI) as a secondary metric."""
-    by_subset = _by_subset(rows, lambda r: float(r["correct"]))
+def summarize(task: Task, answered: Sequence[ScoredRow | Mapping[str, Any]], seed: int = 0) -> dict[str, Any]:
+    """The task's metric (accuracy, attack success or adoption rate: its kind's) with a 95 % bootstrap CI,
+    micro or macro over subsets; choice tasks add the gold-option margin (mean and CI) as a secondary
+    metric. Rows may be given as read from the JSONL."""
+    rows = [as_row(r) for r in answered]
+    by_subset = _by_subset(rows, lambda r: float(r.correct))
     macro = _macro(task, by_subset)
     score, ci = _mean_ci(by_subset, macro, seed)
     out: dict[str, Any] = {
-        "metric": kind_metric(task.kind),
+        "metric": kind_of(task.kind).metric,
         "score": score,
         "ci95": ci,
         "n": len(rows),
-        "empty_outputs": sum(1 for r in rows if r.get("output") == ""),
+        "empty_outputs": sum(1 for r in rows if r.output == ""),
         "aggregate": "macro" if macro else "micro",
     }
     if rows and all(_margin(r) is not None for r in rows):
@@ -153,20 +155,23 @@ def summarize(task: Task, rows: list[dict[str, Any]], seed: int = 0) -> dict[str
 
 
 def paired_delta(
-    rows: list[dict[str, Any]], ref_rows: list[dict[str, Any]], macro: bool, seed: int = 0
+    answered: Sequence[ScoredRow | Mapping[str, Any]],
+    reference: Sequence[ScoredRow | Mapping[str, Any]],
+    macro: bool,
+    seed: int = 0,
 ) -> dict[str, Any]:
     """Δ = score − the reference's on the same samples, with a 95 % bootstrap CI of the per-sample
     differences (stratified by subset when the task is scored macro). Paired, so far narrower than the two
     scores' own CIs suggest; `changed` counts the samples whose correctness differs. Choice tasks add the
     same for the gold-option margin (`margin`), which resolves differences accuracy cannot."""
-    ref = {r["id"]: r for r in ref_rows}
-    both = [r for r in rows if r["id"] in ref]
-    diffs = _by_subset(both, lambda r: float(r["correct"]) - float(ref[r["id"]]["correct"]))
+    ref = {r.id: r for r in map(as_row, reference)}
+    both = [r for r in map(as_row, answered) if r.id in ref]
+    diffs = _by_subset(both, lambda r: float(r.correct) - float(ref[r.id].correct))
     delta, ci = _mean_ci(diffs, macro, seed)
     n = sum(map(len, diffs.values()))
     out = {"delta": delta, "ci95": ci, "n": n, "changed": sum(1 for v in diffs.values() for d in v if d)}
-    if both and all(_margin(r) is not None and _margin(ref[r["id"]]) is not None for r in both):
-        margins = _by_subset(both, lambda r: (_margin(r) or 0.0) - (_margin(ref[r["id"]]) or 0.0))
+    if both and all(_margin(r) is not None and _margin(ref[r.id]) is not None for r in both):
+        margins = _by_subset(both, lambda r: (_margin(r) or 0.0) - (_margin(ref[r.id]) or 0.0))
         m_delta, m_ci = _mean_ci(margins, macro, seed)
         out["margin"] = {"delta": m_delta, "ci95": m_ci}
     return out

@@ -24,8 +24,9 @@ import yaml
 from pydantic import BaseModel, ConfigDict, PrivateAttr, ValidationError, field_validator, model_validator
 
 from taia.errors import TaiaError
+from taia.eval.extract import last_boxed
 from taia.eval.task import LETTERS, Kind, Sample
-from taia.eval.tasks.hooks import HOOKS, READERS, Source, last_boxed, number_text
+from taia.eval.tasks.hooks import HOOKS, READERS, Source, number_text
 from taia.eval.tasks.schema import TaskSpec
 from taia.io.rows import Row
 from taia.registry import did_you_mean
@@ -249,7 +250,7 @@ def _gold(kind: str, src: Source, row: Row, key: str, options: tuple[str, ...]) 
         return _letter(src, row, key, value, options)
     text = _scalar(src, row, key, "answer")
     if kind == "math" and "\\boxed" in text:
-        boxed = last_boxed(text)
+        boxed = last_boxed(text, skip_unclosed=False)  # the answer is the last box: cut off, it is none
         if not boxed or not boxed.strip():
             raise src.error(row, f"field {key!r} has an unbalanced or empty \\boxed{{…}}")
         return boxed
