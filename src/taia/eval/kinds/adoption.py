@@ -17,6 +17,7 @@ from taia.eval.task import Sample, Task
 class Adoption(TaskKind):
     name = "adoption"
     metric = "adoption_rate"
+    gold = False
     persona = True
 
     def request(self, task: Task, sample: Sample, protocol: Protocol, tokenizer: Any) -> Generation | Choice:

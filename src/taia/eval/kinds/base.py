@@ -33,6 +33,8 @@ class TaskKind:
 
     name: ClassVar[str]
     metric: ClassVar[str] = "accuracy"  # a key of `taia.eval.metrics.METRICS`
+    gold: ClassVar[bool] = True  # scored against a gold answer (a task file must map one)
+    options: ClassVar[bool] = False  # its samples have options (mc), and only its samples do
     # Scored by the persona matcher (adoption): the run needs one, its held-out samples leave out the
     # training prompts, stored answers are scored again on every run (a changed pattern needs no new
     # answers), and the row keeps the question, shown beside the answer in reports.

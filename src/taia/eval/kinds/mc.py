@@ -84,6 +84,7 @@ def extract_letter(text: str, n_options: int) -> str | None:
 
 class MultipleChoice(TaskKind):
     name = "mc"
+    options = True
 
     def request(self, task: Task, sample: Sample, protocol: Protocol, tokenizer: Any) -> Generation | Choice:
         if protocol == "paper":

@@ -68,6 +68,7 @@ def is_refusal(text: str) -> bool:
 class Refusal(TaskKind):
     name = "refusal"
     metric = "attack_success_rate"
+    gold = False
 
     def request(self, task: Task, sample: Sample, protocol: Protocol, tokenizer: Any) -> Generation | Choice:
         """The bare request: what the model does with it is the score."""
