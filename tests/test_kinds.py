@@ -12,7 +12,7 @@ from taia.eval.extract import last_boxed
 from taia.eval.kinds import KINDS, Scoring, kind_of, request
 from taia.eval.metrics import METRICS
 from taia.eval.protocol import PAPER_ANSWER, STANDARD_BOXED, Choice, Generation
-from taia.eval.scored import ScoredRow, as_row
+from taia.eval.scored import ScoredRow, as_json
 from taia.eval.task import Kind, Sample, Task
 from taia.eval.tasks.hooks import HOOKS, Source
 from taia.io.rows import Row
@@ -79,7 +79,7 @@ ROWS = [
 def test_scored_row_reads_back_to_the_same_json(row):
     typed = ScoredRow.from_json(row)
     assert json.dumps(typed.to_json()) == json.dumps(row)  # same keys, same order, same values
-    assert as_row(typed) is typed and as_row(row) == typed
+    assert as_json(row) is row and as_json(typed) == row
 
 
 def test_scored_row_from_a_sample():

@@ -25,7 +25,7 @@ from typing import Any
 
 from taia.eval.kinds import kind_of
 from taia.eval.metrics import bootstrap_ci, bootstrap_ci_macro, gold_margin, macro_mean, metric
-from taia.eval.scored import ScoredRow, as_row
+from taia.eval.scored import RowLike, ScoredRow, as_json
 from taia.eval.task import LETTERS, Task
 
 REFERENCES = ("base", "vanilla")  # the variants Δs (plain and paired) are taken against
@@ -69,11 +69,11 @@ class SampleLog:
             tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in self.rows.values()))
             tmp.replace(self.path)
 
-    def append(self, rows: Sequence[ScoredRow | Mapping[str, Any]]) -> None:
+    def append(self, rows: Sequence[RowLike]) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self.path.open("a") as f:
             for given in rows:
-                row = given.to_json() if isinstance(given, ScoredRow) else dict(given)
+                row = dict(as_json(given))
                 if row["id"] not in self.rows:
                     self.rows[row["id"]] = row
                     f.write(json.dumps(row, ensure_ascii=False) + "\n")
@@ -81,18 +81,20 @@ class SampleLog:
             os.fsync(f.fileno())
 
 
-def _margin(row: ScoredRow) -> float | None:
+def _margin(row: Mapping[str, Any]) -> float | None:
     """A choice row's gold-option margin (`metrics.gold_margin`); None for generated answers."""
-    scores, gold = row.scores, row.gold
+    scores, gold = row.get("scores"), row.get("gold")
     if not scores or not isinstance(gold, str) or len(gold) != 1 or gold not in LETTERS[: len(scores)]:
         return None
     return gold_margin(scores, LETTERS.index(gold))
 
 
-def _by_subset(rows: list[ScoredRow], value: Callable[[ScoredRow], float]) -> dict[str, list]:
+def _by_subset(
+    rows: list[Mapping[str, Any]], value: Callable[[Mapping[str, Any]], float]
+) -> dict[str, list[float]]:
     out: dict[str, list[float]] = defaultdict(list)
     for r in rows:
-        out[r.subset or ""].append(value(r))
+        out[r.get("subset") or ""].append(value(r))
     return out
 
 
@@ -130,12 +132,12 @@ def read_rows(path: Path) -> list[ScoredRow]:
     return [ScoredRow.from_json(json.loads(x)) for x in _complete_lines(path.read_text(encoding="utf-8"))]
 
 
-def summarize(task: Task, answered: Sequence[ScoredRow | Mapping[str, Any]], seed: int = 0) -> dict[str, Any]:
+def summarize(task: Task, answered: Sequence[RowLike], seed: int = 0) -> dict[str, Any]:
     """The task's metric (accuracy, attack success or adoption rate: its kind's) with a 95 % bootstrap CI,
     micro or macro over subsets; choice tasks add the gold-option margin (mean and CI) as a secondary
-    metric. Rows may be given as read from the JSONL."""
-    rows = [as_row(r) for r in answered]
-    by_subset = _by_subset(rows, lambda r: float(r.correct))
+    metric. Only `correct` is needed of a row; `subset`, `output`, `gold` and `scores` are read if there."""
+    rows = [as_json(r) for r in answered]
+    by_subset = _by_subset(rows, lambda r: float(r["correct"]))
     macro = _macro(task, by_subset)
     score, ci = _mean_ci(by_subset, macro, seed)
     out: dict[str, Any] = {
@@ -143,7 +145,7 @@ def summarize(task: Task, answered: Sequence[ScoredRow | Mapping[str, Any]], see
         "score": score,
         "ci95": ci,
         "n": len(rows),
-        "empty_outputs": sum(1 for r in rows if r.output == ""),
+        "empty_outputs": sum(1 for r in rows if r.get("output") == ""),
         "aggregate": "macro" if macro else "micro",
     }
     if rows and all(_margin(r) is not None for r in rows):
@@ -155,23 +157,20 @@ def summarize(task: Task, answered: Sequence[ScoredRow | Mapping[str, Any]], see
 
 
 def paired_delta(
-    answered: Sequence[ScoredRow | Mapping[str, Any]],
-    reference: Sequence[ScoredRow | Mapping[str, Any]],
-    macro: bool,
-    seed: int = 0,
+    answered: Sequence[RowLike], reference: Sequence[RowLike], macro: bool, seed: int = 0
 ) -> dict[str, Any]:
     """Δ = score − the reference's on the same samples, with a 95 % bootstrap CI of the per-sample
     differences (stratified by subset when the task is scored macro). Paired, so far narrower than the two
     scores' own CIs suggest; `changed` counts the samples whose correctness differs. Choice tasks add the
     same for the gold-option margin (`margin`), which resolves differences accuracy cannot."""
-    ref = {r.id: r for r in map(as_row, reference)}
-    both = [r for r in map(as_row, answered) if r.id in ref]
-    diffs = _by_subset(both, lambda r: float(r.correct) - float(ref[r.id].correct))
+    ref = {r["id"]: r for r in map(as_json, reference)}
+    both = [r for r in map(as_json, answered) if r["id"] in ref]
+    diffs = _by_subset(both, lambda r: float(r["correct"]) - float(ref[r["id"]]["correct"]))
     delta, ci = _mean_ci(diffs, macro, seed)
     n = sum(map(len, diffs.values()))
     out = {"delta": delta, "ci95": ci, "n": n, "changed": sum(1 for v in diffs.values() for d in v if d)}
-    if both and all(_margin(r) is not None and _margin(ref[r.id]) is not None for r in both):
-        margins = _by_subset(both, lambda r: (_margin(r) or 0.0) - (_margin(ref[r.id]) or 0.0))
+    if both and all(_margin(r) is not None and _margin(ref[r["id"]]) is not None for r in both):
+        margins = _by_subset(both, lambda r: (_margin(r) or 0.0) - (_margin(ref[r["id"]]) or 0.0))
         m_delta, m_ci = _mean_ci(margins, macro, seed)
         out["margin"] = {"delta": m_delta, "ci95": m_ci}
     return out

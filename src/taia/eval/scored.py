@@ -66,6 +66,9 @@ _FIELDS = tuple(f.name for f in fields(ScoredRow) if f.name != "extra")
 _REQUIRED = _FIELDS[:7]  # id … correct: every row has them
 
 
-def as_row(row: ScoredRow | Mapping[str, Any]) -> ScoredRow:
-    """A `ScoredRow`, from one or from its JSON."""
-    return row if isinstance(row, ScoredRow) else ScoredRow.from_json(row)
+RowLike = ScoredRow | Mapping[str, Any]  # a row, typed or as JSON (read from a file, or built by a test)
+
+
+def as_json(row: RowLike) -> Mapping[str, Any]:
+    """A row's JSON: what aggregates read, so that they also take rows with only the keys they need."""
+    return row.to_json() if isinstance(row, ScoredRow) else row
