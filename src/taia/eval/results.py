@@ -23,6 +23,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from taia.errors import TaiaError
 from taia.eval.kinds import kind_of
 from taia.eval.metrics import bootstrap_ci, bootstrap_ci_macro, gold_margin, macro_mean, metric
 from taia.eval.scored import RowLike, ScoredRow, as_json
@@ -55,7 +56,10 @@ class SampleLog:
         return set(self.rows)
 
     def row(self, sample_id: str) -> ScoredRow:
-        return ScoredRow.from_json(self.rows[sample_id])
+        try:
+            return ScoredRow.from_json(self.rows[sample_id])
+        except ValueError as e:  # a hand-edited or foreign file: say which
+            raise TaiaError(f"{self.path}: {sample_id!r}: {e}") from None
 
     def rescore(self, score: Callable[[ScoredRow], ScoredRow]) -> None:
         """Replace each row with `score(row)` (scored again); rewrite the file if any changed."""

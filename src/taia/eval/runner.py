@@ -268,8 +268,8 @@ def _choose(
     for sample, req in chunk:
         lls = req.scores([next(totals)[0] for _ in req.continuations])
         letter, correct = kind.pick(req, lls, sample.gold)
-        row = ScoredRow.of(sample, req.context, letter, (letter, correct))
-        rows.append(replace(row, scores=tuple(lls)))
+        scored = (sample.id, sample.subset, req.context, letter, letter, sample.gold, correct)
+        rows.append(ScoredRow(*scored, scores=tuple(lls)))
     return rows
 
 
