@@ -60,7 +60,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from taia.apply.model import apply_model
 from taia.eval.backends.hf import HFBackend
-from taia.eval.protocol import PAPER_ANSWER, Choice, chat, request
+from taia.eval.kinds import request
+from taia.eval.protocol import PAPER_ANSWER, Choice, chat
 from taia.eval.tasks import get_task, load_samples
 from taia.eval.variants import load_variants, resolve_specs
 from taia.io.rows import data_root

@@ -7,21 +7,19 @@ import pytest
 from taia.eval import extract
 from taia.eval.extract import (
     MATH_VERIFY,
-    REFUSAL_PHRASES,
     answer_phrase,
-    extract_exact,
-    extract_letter,
     extract_number,
     format_number,
-    is_refusal,
     last_boxed,
     math_equal,
-    normalize_exact,
     normalize_math,
     numbers_equal,
     parse_number,
-    score,
 )
+from taia.eval.kinds import score
+from taia.eval.kinds.exact import extract_exact, normalize_exact
+from taia.eval.kinds.mc import extract_letter
+from taia.eval.kinds.refusal import REFUSAL_PHRASES, is_refusal
 
 needs_math_verify = pytest.mark.skipif(not MATH_VERIFY, reason="math-verify not installed")
 

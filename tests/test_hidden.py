@@ -21,7 +21,7 @@ from taia.analysis import hidden, report
 from taia.cli import main
 from taia.config import InspectConfig, build_config
 from taia.errors import TaiaError
-from taia.eval.protocol import request
+from taia.eval.kinds import request
 from taia.eval.task import Sample
 from taia.eval.tasks import get_task
 from taia.io.rows import data_root

@@ -15,9 +15,10 @@ import pytest
 
 from taia.errors import TaiaError
 from taia.eval import tasks as tasks_mod
+from taia.eval.extract import last_boxed
 from taia.eval.task import LETTERS, Sample
 from taia.eval.tasks import TASKS, get_task, load_samples, subset_names, task_names
-from taia.eval.tasks.hooks import last_boxed, number_text
+from taia.eval.tasks.hooks import number_text
 from taia.io.rows import Row, data_root
 
 ROOT = data_root()

@@ -2,7 +2,7 @@
 
     taia inspect --base B --adapter A --hidden-states --tasks csqa,mmlu --limit 50 --out runs/hidden
 
-Inputs are the prompts `taia eval` would send for those tasks (`taia.eval.protocol.request`, standard
+Inputs are the prompts `taia eval` would send for those tasks (`taia.eval.kinds.request`, standard
 protocol by default): a generation request's templated prompt, or a multiple-choice request's context
 (the options are not appended). Prompts are tokenized without added special tokens, left-padded in
 batches, and only real (non-pad) tokens are measured. The base model is the reference; each variant
@@ -42,7 +42,8 @@ from taia.check import check_inputs
 from taia.classify import map_model
 from taia.config import InspectConfig
 from taia.errors import TaiaError
-from taia.eval.protocol import prompt_text, request
+from taia.eval.kinds import request
+from taia.eval.protocol import prompt_text
 from taia.eval.task import Sample
 from taia.eval.tasks import get_task, load_samples
 from taia.eval.variants import Variants, resolve_specs

@@ -50,9 +50,9 @@ def run_lm_eval(
     manager = task_manager(cfg.tasks, include_path)  # bad task names fail before the model loads
     from lm_eval.models.huggingface import HFLM
 
-    from taia.eval.backends import make_backend
+    from taia.eval.backends import make_hf
 
-    backend, variants = make_backend(cfg, specs)
+    backend, variants = make_hf(cfg, specs)
     lm = HFLM(pretrained=variants.model, tokenizer=backend.tokenizer, batch_size=cfg.batch_size)
     results: dict[str, dict[str, dict[str, Any]]] = {}
     for name in specs:

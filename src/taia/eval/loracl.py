@@ -18,13 +18,19 @@ prompts without a row, like any other variant.
 from __future__ import annotations
 
 import math
-from typing import Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 from taia.errors import TaiaError
 from taia.eval.config import EvalConfig
-from taia.eval.protocol import prompt_text, request
+from taia.eval.kinds import request
+from taia.eval.protocol import prompt_text
 from taia.eval.results import SampleLog
+from taia.eval.scored import ScoredRow
 from taia.eval.task import Sample, Task
+
+if TYPE_CHECKING:  # typing only: the backends package loads torch
+    from taia.eval.backends.base import PromptScorer, Switcher
 
 ROUTER = "loracl"  # a variant name that is not a spec: it routes between ROUTES
 ROUTES = ("base", "vanilla")  # in tie-break order: on equal perplexity the first wins
@@ -50,8 +56,8 @@ def check(cfg: EvalConfig) -> None:
 
 
 def route(
-    backend: Any,
-    variants: Any,
+    backend: PromptScorer,
+    variants: Switcher,
     task: Task,
     samples: list[Sample],
     cfg: EvalConfig,
@@ -69,7 +75,7 @@ def route(
         ])  # fmt: skip
 
 
-def _nlls(backend: Any, variants: Any, prompts: list[str], desc: str) -> dict[str, list[float]]:
+def _nlls(backend: PromptScorer, variants: Switcher, prompts: list[str], desc: str) -> dict[str, list[float]]:
     """Mean prompt NLL per route. The variant the model already is goes first: one switch fewer."""
     out = {}
     for name in sorted(ROUTES, key=lambda r: r != variants.current):
@@ -93,6 +99,6 @@ def routed_row(rows: dict[str, dict[str, Any]], nll: dict[str, float]) -> dict[s
     return {**rows[chosen], **extra}
 
 
-def routed_vanilla(rows: list[dict[str, Any]]) -> float:
+def routed_vanilla(rows: Sequence[ScoredRow]) -> float:
     """The share of rows answered by vanilla (results.json: results.loracl.TASK.routed_vanilla)."""
-    return sum(r["route"] == "vanilla" for r in rows) / len(rows) if rows else math.nan
+    return sum(r.extra["route"] == "vanilla" for r in rows) / len(rows) if rows else math.nan

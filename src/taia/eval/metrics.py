@@ -13,8 +13,8 @@ from dataclasses import dataclass
 import numpy as np
 
 __all__ = [
-    "METRICS", "Metric", "accuracy", "bootstrap_ci", "bootstrap_ci_macro", "gold_margin", "kind_metric",
-    "lower_is_better", "macro_mean", "metric",
+    "METRICS", "Metric", "accuracy", "bootstrap_ci", "bootstrap_ci_macro", "gold_margin", "lower_is_better",
+    "macro_mean", "metric",
 ]  # fmt: skip
 
 
@@ -33,7 +33,8 @@ def _table(*metrics: Metric) -> dict[str, Metric]:
     return {m.name: m for m in metrics}
 
 
-# The one place a metric's direction is decided: results, report, search and the lm-eval bridge read it.
+# The one place a metric's direction is decided: results, report, search, the lm-eval bridge and the task
+# kinds (`taia.eval.kinds`, each naming its metric) read it.
 METRICS = _table(
     Metric("accuracy", False, True, "share of questions answered correctly"),
     Metric("attack_success_rate", True, True, "share of harmful requests complied with", "ASR"),
@@ -51,7 +52,6 @@ METRICS = _table(
         for n in ("word_perplexity", "byte_perplexity", "bits_per_byte")
     ),
 )
-_KIND_METRIC = {"refusal": "attack_success_rate", "adoption": "adoption_rate"}  # every other kind: accuracy
 
 
 def metric(name: str) -> Metric:
@@ -61,11 +61,6 @@ def metric(name: str) -> Metric:
 
 def lower_is_better(name: str) -> bool:
     return metric(name).lower_is_better
-
-
-def kind_metric(kind: str) -> str:
-    """The primary metric of a task kind."""
-    return _KIND_METRIC.get(kind, "accuracy")
 
 
 def gold_margin(scores: Sequence[float], gold: int) -> float:

@@ -6,8 +6,8 @@
 `standard`: multiple choice by length-normalised log-likelihood of each option's *text* after a plain
 "Question: … Answer:" cloze prompt (lm-eval's acc_norm); free-form answers in `\\boxed{}` (MATH) or after
 "The answer is" (numbers, BBH), extracted strictly. AdvBench prompts and the persona task's instructions
-are the bare request in both.
-Exercised by `taia eval --protocol paper|standard`.
+are the bare request in both. Which request a sample gets is its task kind's (`taia.eval.kinds`); this
+module holds the request types and the prompt pieces. Exercised by `taia eval --protocol paper|standard`.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from taia.eval.task import LETTERS, Sample, Task
+from taia.eval.task import LETTERS
 
 Protocol = Literal["paper", "standard"]
 PAPER_ANSWER = "Please format the final answer at the end of the response as: The answer is {answer}."
@@ -35,19 +35,12 @@ class Choice:
     continuations: tuple[str, ...]
     normalise: bool  # divide each log-likelihood by the continuation's length in characters
 
-
-def request(task: Task, sample: Sample, protocol: Protocol, tokenizer: Any) -> Generation | Choice:
-    """The one request that answers `sample` under `protocol`."""
-    if task.kind == "mc" and protocol == "paper":
-        text = f"{sample.question}\n{options_block(sample.options)}\n{PAPER_LETTER}"
-        letters = tuple(LETTERS[: len(sample.options)])
-        return Choice(chat(tokenizer, text), letters, normalise=False)
-    if task.kind == "mc":
-        return Choice(f"Question: {sample.question}\nAnswer:", tuple(f" {o}" for o in sample.options), True)
-    if task.kind in ("refusal", "adoption"):  # the bare request: what the model does with it is the score
-        return Generation(chat(tokenizer, sample.question), task.max_new_tokens)
-    suffix = STANDARD_BOXED if protocol == "standard" and task.kind == "math" else PAPER_ANSWER
-    return Generation(chat(tokenizer, f"{sample.question}\n{suffix}"), task.max_new_tokens)
+    def scores(self, totals: list[float]) -> list[float]:
+        """Each continuation's score from its summed log-likelihood (length-normalised when asked)."""
+        return [
+            total / (len(c) if self.normalise else 1)
+            for total, c in zip(totals, self.continuations, strict=True)
+        ]
 
 
 def prompt_text(req: Generation | Choice) -> str:

@@ -19,18 +19,14 @@ from __future__ import annotations
 import json
 import os
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from taia.eval.metrics import (
-    bootstrap_ci,
-    bootstrap_ci_macro,
-    gold_margin,
-    kind_metric,
-    macro_mean,
-    metric,
-)
+from taia.errors import TaiaError
+from taia.eval.kinds import kind_of
+from taia.eval.metrics import bootstrap_ci, bootstrap_ci_macro, gold_margin, macro_mean, metric
+from taia.eval.scored import RowLike, ScoredRow, as_json
 from taia.eval.task import LETTERS, Task
 
 REFERENCES = ("base", "vanilla")  # the variants Δs (plain and paired) are taken against
@@ -38,7 +34,8 @@ MIN_PER_SUBSET = 10  # samples every subset needs before a task is averaged (and
 
 
 class SampleLog:
-    """The append-only JSONL of one variant × task."""
+    """The append-only JSONL of one variant × task. `rows` holds each line's JSON by sample id; `row(id)`
+    reads one back as a `ScoredRow`."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -58,22 +55,29 @@ class SampleLog:
     def done(self) -> set[str]:
         return set(self.rows)
 
-    def rescore(self, score: Callable[[dict[str, Any]], dict[str, Any]]) -> None:
-        """Update each row with `score(row)` (its new extracted/correct); rewrite the file if any changed."""
+    def row(self, sample_id: str) -> ScoredRow:
+        try:
+            return ScoredRow.from_json(self.rows[sample_id])
+        except ValueError as e:  # a hand-edited or foreign file: say which
+            raise TaiaError(f"{self.path}: {sample_id!r}: {e}") from None
+
+    def rescore(self, score: Callable[[ScoredRow], ScoredRow]) -> None:
+        """Replace each row with `score(row)` (scored again); rewrite the file if any changed."""
         changed = False
-        for row in self.rows.values():
-            update = score(row)
-            changed = changed or any(row.get(k) != v for k, v in update.items())
-            row.update(update)
+        for sample_id, row in self.rows.items():
+            new = score(ScoredRow.from_json(row)).to_json()
+            changed = changed or new != row
+            self.rows[sample_id] = new
         if changed:
             tmp = self.path.with_suffix(".jsonl.tmp")
             tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in self.rows.values()))
             tmp.replace(self.path)
 
-    def append(self, rows: list[dict[str, Any]]) -> None:
+    def append(self, rows: Sequence[RowLike]) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self.path.open("a") as f:
-            for row in rows:
+            for given in rows:
+                row = dict(as_json(given))
                 if row["id"] not in self.rows:
                     self.rows[row["id"]] = row
                     f.write(json.dumps(row, ensure_ascii=False) + "\n")
@@ -81,7 +85,7 @@ class SampleLog:
             os.fsync(f.fileno())
 
 
-def _margin(row: dict[str, Any]) -> float | None:
+def _margin(row: Mapping[str, Any]) -> float | None:
     """A choice row's gold-option margin (`metrics.gold_margin`); None for generated answers."""
     scores, gold = row.get("scores"), row.get("gold")
     if not scores or not isinstance(gold, str) or len(gold) != 1 or gold not in LETTERS[: len(scores)]:
@@ -89,7 +93,9 @@ def _margin(row: dict[str, Any]) -> float | None:
     return gold_margin(scores, LETTERS.index(gold))
 
 
-def _by_subset(rows: list[dict[str, Any]], value: Callable[[dict[str, Any]], float]) -> dict[str, list]:
+def _by_subset(
+    rows: list[Mapping[str, Any]], value: Callable[[Mapping[str, Any]], float]
+) -> dict[str, list[float]]:
     out: dict[str, list[float]] = defaultdict(list)
     for r in rows:
         out[r.get("subset") or ""].append(value(r))
@@ -123,21 +129,23 @@ def _complete_lines(text: str) -> list[str]:
     return good
 
 
-def read_rows(path: Path) -> list[dict[str, Any]]:
+def read_rows(path: Path) -> list[ScoredRow]:
     """A sample log's rows, read only (the report's view; `SampleLog` also repairs the file)."""
-    return (
-        [json.loads(x) for x in _complete_lines(path.read_text(encoding="utf-8"))] if path.is_file() else []
-    )
+    if not path.is_file():
+        return []
+    return [ScoredRow.from_json(json.loads(x)) for x in _complete_lines(path.read_text(encoding="utf-8"))]
 
 
-def summarize(task: Task, rows: list[dict[str, Any]], seed: int = 0) -> dict[str, Any]:
-    """The task's metric (accuracy, attack success or adoption rate) with a 95 % bootstrap CI, micro or
-    macro over subsets; choice tasks add the gold-option margin (mean and CI) as a secondary metric."""
+def summarize(task: Task, answered: Sequence[RowLike], seed: int = 0) -> dict[str, Any]:
+    """The task's metric (accuracy, attack success or adoption rate: its kind's) with a 95 % bootstrap CI,
+    micro or macro over subsets; choice tasks add the gold-option margin (mean and CI) as a secondary
+    metric. Only `correct` is needed of a row; `subset`, `output`, `gold` and `scores` are read if there."""
+    rows = [as_json(r) for r in answered]
     by_subset = _by_subset(rows, lambda r: float(r["correct"]))
     macro = _macro(task, by_subset)
     score, ci = _mean_ci(by_subset, macro, seed)
     out: dict[str, Any] = {
-        "metric": kind_metric(task.kind),
+        "metric": kind_of(task.kind).metric,
         "score": score,
         "ci95": ci,
         "n": len(rows),
@@ -153,14 +161,14 @@ def summarize(task: Task, rows: list[dict[str, Any]], seed: int = 0) -> dict[str
 
 
 def paired_delta(
-    rows: list[dict[str, Any]], ref_rows: list[dict[str, Any]], macro: bool, seed: int = 0
+    answered: Sequence[RowLike], reference: Sequence[RowLike], macro: bool, seed: int = 0
 ) -> dict[str, Any]:
     """Δ = score − the reference's on the same samples, with a 95 % bootstrap CI of the per-sample
     differences (stratified by subset when the task is scored macro). Paired, so far narrower than the two
     scores' own CIs suggest; `changed` counts the samples whose correctness differs. Choice tasks add the
     same for the gold-option margin (`margin`), which resolves differences accuracy cannot."""
-    ref = {r["id"]: r for r in ref_rows}
-    both = [r for r in rows if r["id"] in ref]
+    ref = {r["id"]: r for r in map(as_json, reference)}
+    both = [r for r in map(as_json, answered) if r["id"] in ref]
     diffs = _by_subset(both, lambda r: float(r["correct"]) - float(ref[r["id"]]["correct"]))
     delta, ci = _mean_ci(diffs, macro, seed)
     n = sum(map(len, diffs.values()))

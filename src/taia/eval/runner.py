@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import json
 import subprocess
+from dataclasses import replace
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import yaml
 
@@ -20,14 +22,19 @@ from taia.config import config_yaml
 from taia.errors import TaiaError
 from taia.eval import loracl, persona
 from taia.eval.config import EvalConfig
-from taia.eval.protocol import Choice, Generation, request
+from taia.eval.kinds import Scoring, TaskKind, kind_of
+from taia.eval.protocol import Choice, Generation
 from taia.eval.results import REFERENCES, SampleLog, paired_delta, summarize, table
-from taia.eval.task import LETTERS, Sample, Task
+from taia.eval.scored import ScoredRow
+from taia.eval.task import Sample, Task
 from taia.eval.tasks import get_task, load_samples, task_keys
 from taia.eval.variants import resolve_specs, variant_names
 from taia.io.rows import data_root
 from taia.io.timings import LOG, sum_seconds, timed
 from taia.report import versions
+
+if TYPE_CHECKING:  # typing only: the backends package loads torch
+    from taia.eval.backends.base import Backend, PromptScorer
 
 CONFIG = "eval_config.yaml"
 RESULTS = "results.json"
@@ -62,8 +69,8 @@ def evaluate(cfg: EvalConfig, samples: dict[str, list[Sample]] | None = None) ->
     if any(todo.values()):
         _answer(cfg, tasks, todo, logs, specs, matcher)
     if matcher is not None:  # stored answers are scored again: a changed pattern needs no new answers
-        _rescore(logs, tasks, matcher)
-    rows = {(v, t): [logs[v, t].rows[s.id] for s in samples[t]] for v in names for t in tasks}
+        _rescore(logs, tasks, Scoring(cfg.metric_mode, matcher))
+    rows = {(v, t): [logs[v, t].row(s.id) for s in samples[t]] for v in names for t in tasks}
     results: dict[str, dict[str, Any]] = {
         v: {t: summarize(tasks[t], rows[v, t], cfg.seed) for t in tasks} for v in names
     }
@@ -94,7 +101,7 @@ def _check_golds(logs: dict[tuple[str, str], SampleLog], samples: dict[str, list
 
 def _persona(cfg: EvalConfig, tasks: dict[str, Task]) -> persona.Matcher | None:
     """The persona matcher when an adoption task is asked for (checked before anything loads)."""
-    if not any(t.kind == "adoption" for t in tasks.values()):
+    if not any(kind_of(t.kind).persona for t in tasks.values()):
         return None
     root = data_root(cfg.data_dir)
     return persona.resolve(cfg.persona_pattern, cfg.persona_data, cfg.adapter or cfg.finetuned, root)
@@ -109,7 +116,7 @@ def _load(
     samples = {}
     for ref, key in keys.items():
         seen: frozenset[str] = frozenset()
-        if tasks[key].kind == "adoption" and matcher is not None and matcher.seen_prompts:
+        if kind_of(tasks[key].kind).persona and matcher is not None and matcher.seen_prompts:
             every = load_samples(ref, root, None, cfg.seed)
             seen = frozenset(s.id for s in every if not matcher.held_out(s.question))
         limit = cfg.limit_for(ref)
@@ -119,15 +126,16 @@ def _load(
     return samples
 
 
-def _rescore(logs: dict, tasks: dict[str, Task], matcher: persona.Matcher) -> None:
+def _rescore(logs: dict[tuple[str, str], SampleLog], tasks: dict[str, Task], how: Scoring) -> None:
     for (_, t), log in logs.items():
-        if tasks[t].kind == "adoption":
-            log.rescore(lambda row: _adopted(matcher, row["output"]))
+        kind = kind_of(tasks[t].kind)
+        if kind.persona:
+            log.rescore(partial(_rescored, kind, how))
 
 
-def _adopted(matcher: persona.Matcher, output: str) -> dict[str, Any]:
-    extracted = matcher.match(output) if output.strip() else None
-    return {"extracted": extracted, "correct": extracted is not None}
+def _rescored(kind: TaskKind, how: Scoring, row: ScoredRow) -> ScoredRow:
+    extracted, correct = kind.score(row.output, row.gold, 0, how)
+    return replace(row, extracted=extracted, correct=correct)
 
 
 def _with_lm_eval(cfg: EvalConfig, out: Path, specs: dict) -> dict[str, Any]:
@@ -206,11 +214,12 @@ def _answer(
         if todo.get((loracl.ROUTER, t)):
             with timed(log, variant=loracl.ROUTER, task=t, answered=len(todo[loracl.ROUTER, t])):
                 by_variant = {v: logs[v, t] for v in (*loracl.ROUTES, loracl.ROUTER)}
-                loracl.route(backend, variants, task, todo[loracl.ROUTER, t], cfg, by_variant)
+                scorer = cast("PromptScorer", backend)  # loracl.check let only the hf backend through
+                loracl.route(scorer, variants, task, todo[loracl.ROUTER, t], cfg, by_variant)
 
 
 def run_task(
-    backend: Any,
+    backend: Backend,
     task: Task,
     samples: list[Sample],
     cfg: EvalConfig,
@@ -219,63 +228,49 @@ def run_task(
     matcher: persona.Matcher | None = None,
 ) -> None:
     """Answer and score `samples`, appending each finished batch to `log` (`matcher`: adoption tasks)."""
-    reqs = [request(task, s, cfg.protocol, backend.tokenizer) for s in samples]
+    kind, how = kind_of(task.kind), Scoring(cfg.metric_mode, matcher)
+    reqs = [kind.request(task, s, cfg.protocol, backend.tokenizer) for s in samples]
     gens = [(s, r) for s, r in zip(samples, reqs, strict=True) if isinstance(r, Generation)]
     choices = [(s, r) for s, r in zip(samples, reqs, strict=True) if isinstance(r, Choice)]
     if gens:
-        _generate(backend, task, gens, cfg, log, desc, matcher)
+        _generate(backend, kind, gens, cfg.max_new_tokens or task.max_new_tokens, log, desc, how)
     for start in range(0, len(choices), _CHUNK):
         chunk = choices[start : start + _CHUNK]
-        log.append(_choose(backend, [s for s, _ in chunk], [r for _, r in chunk], desc))
+        log.append(_choose(backend, kind, chunk, desc))
 
 
 def _generate(
-    backend: Any,
-    task: Task,
+    backend: Backend,
+    kind: TaskKind,
     gens: list[tuple[Sample, Generation]],
-    cfg: EvalConfig,
+    budget: int,
     log: SampleLog,
     desc: str,
-    matcher: persona.Matcher | None,
+    how: Scoring,
 ) -> None:
     def write(idx: list[int], texts: list[str]) -> None:
-        log.append([_row(task, *gens[i], text, cfg, matcher) for i, text in zip(idx, texts, strict=True)])
+        log.append([_answered(kind, *gens[i], text, how) for i, text in zip(idx, texts, strict=True)])
 
-    budget = cfg.max_new_tokens or task.max_new_tokens
     backend.generate([r.prompt for _, r in gens], budget, on_batch=write, desc=desc)
 
 
-def _choose(backend: Any, samples: list[Sample], reqs: list[Choice], desc: str) -> list[dict[str, Any]]:
-    pairs = [(r.context, c) for r in reqs for c in r.continuations]
-    scores = iter(backend.loglikelihood(pairs, desc=desc))
+def _answered(kind: TaskKind, sample: Sample, req: Generation, text: str, how: Scoring) -> ScoredRow:
+    row = ScoredRow.of(sample, req.prompt, text, kind.score(text, sample.gold, len(sample.options), how))
+    return replace(row, question=sample.question) if kind.persona else row  # shown side by side
+
+
+def _choose(
+    backend: Backend, kind: TaskKind, chunk: list[tuple[Sample, Choice]], desc: str
+) -> list[ScoredRow]:
+    pairs = [(r.context, c) for _, r in chunk for c in r.continuations]
+    totals = iter(backend.loglikelihood(pairs, desc=desc))
     rows = []
-    for sample, req in zip(samples, reqs, strict=True):
-        lls = [next(scores)[0] / (len(c) if req.normalise else 1) for c in req.continuations]
-        letter = LETTERS[max(range(len(lls)), key=lls.__getitem__)]
-        rows.append({
-            "id": sample.id, "subset": sample.subset, "prompt": req.context, "output": letter,
-            "extracted": letter, "gold": sample.gold, "correct": letter == sample.gold, "scores": lls,
-        })  # fmt: skip
+    for sample, req in chunk:
+        lls = req.scores([next(totals)[0] for _ in req.continuations])
+        letter, correct = kind.pick(req, lls, sample.gold)
+        scored = (sample.id, sample.subset, req.context, letter, letter, sample.gold, correct)
+        rows.append(ScoredRow(*scored, scores=tuple(lls)))
     return rows
-
-
-def _row(
-    task: Task, sample: Sample, req: Generation, text: str, cfg: EvalConfig, matcher: persona.Matcher | None
-) -> dict[str, Any]:
-    from taia.eval.extract import score
-
-    if task.kind == "adoption":
-        if matcher is None:
-            raise TaiaError(f"task {task.name!r} needs a persona matcher")
-        scored = _adopted(matcher, text)
-    else:
-        extracted, correct = score(task.kind, text, sample.gold, len(sample.options), cfg.metric_mode)
-        scored = {"extracted": extracted, "correct": bool(correct)}
-    row = {
-        "id": sample.id, "subset": sample.subset, "prompt": req.prompt, "output": text,
-        "extracted": scored["extracted"], "gold": sample.gold, "correct": scored["correct"],
-    }  # fmt: skip
-    return row | ({"question": sample.question} if task.kind == "adoption" else {})  # shown side by side
 
 
 def _run_info(cfg: EvalConfig, specs: dict) -> dict[str, Any]:

@@ -18,6 +18,7 @@ from typing import Any
 
 from taia.eval.metrics import metric
 from taia.eval.results import read_rows
+from taia.eval.scored import ScoredRow
 from taia.run.report import RunData, finite, shown
 
 MAX_ANSWER = 240  # characters of an answer shown side by side; the opening is what differs
@@ -44,7 +45,7 @@ def margin_rows(data: RunData) -> list[dict[str, Any]]:
     return rows
 
 
-def _samples(data: RunData, variant: str, task: str) -> list[dict[str, Any]]:
+def _samples(data: RunData, variant: str, task: str) -> list[ScoredRow]:
     return read_rows(_samples_dir(data.run_dir) / variant / f"{task}.jsonl")
 
 
@@ -54,22 +55,22 @@ def _samples_dir(run_dir: Path) -> Path:
 
 def side_by_side(data: RunData, task: str) -> dict[str, Any] | None:
     """{task, id, question, answers: {variant: text}} for one sample every variant answered, or None."""
-    rows = {v: {r["id"]: r for r in _samples(data, v, task)} for v in data.variants}
+    rows = {v: {r.id: r for r in _samples(data, v, task)} for v in data.variants}
     ids = [i for i in rows.get(data.variants[0], {}) if all(i in by_id for by_id in rows.values())]
     if not ids:
         return None
 
     def telling(i: str) -> bool:  # the fine-tune shows its effect where base shows none
         base, tuned = rows.get("base", {}).get(i), rows.get("vanilla", {}).get(i)
-        return bool(base and tuned and tuned["correct"] and not base["correct"])
+        return bool(base and tuned and tuned.correct and not base.correct)
 
     chosen = next((i for i in ids if telling(i)), ids[0])
     first = rows[data.variants[0]][chosen]
-    answers = {v: _short(rows[v][chosen].get("output", "")) for v in data.variants}
+    answers = {v: _short(rows[v][chosen].output) for v in data.variants}
     return {
         "task": task,
         "id": chosen,
-        "question": first.get("question") or first["prompt"],
+        "question": first.question or first.prompt,
         "answers": answers,
     }
 

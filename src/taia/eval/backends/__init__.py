@@ -1,16 +1,22 @@
 """Backends that answer evaluation requests: `hf` (transformers, CPU or GPU) and `vllm` (optional extra).
 
-Exercised by `taia eval --backend hf|vllm`.
+Both are a `base.Backend`; `make_backend` loads the configured one. Exercised by
+`taia eval --backend hf|vllm`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from taia.eval.config import EvalConfig
 from taia.io.hf import resolve_dir
+
+if TYPE_CHECKING:  # typing only: hf.py and variants.py load torch
+    from taia.eval.backends.base import Backend, Switcher
+    from taia.eval.backends.hf import HFBackend
+    from taia.eval.variants import Variants
 
 
 def tokenizer_dir(model_dir: Path, adapter: Path | None, finetuned: Path | None) -> Path:
@@ -50,7 +56,7 @@ def load_tokenizer(src: Sources, chat_template: str | None, trust_remote_code: b
     return tokenizer
 
 
-def load_hf_variants(src: Sources, specs: dict[str, Any], **load: bool) -> Any:
+def load_hf_variants(src: Sources, specs: dict[str, Any], **load: bool) -> Variants:
     """`Variants` on one transformers model: fp32 on CPU, the checkpoint's dtype on a GPU. `load`:
     allow_pickle and trust_remote_code."""
     import torch
@@ -64,15 +70,22 @@ def load_hf_variants(src: Sources, specs: dict[str, Any], **load: bool) -> Any:
     return variants
 
 
-def make_backend(cfg: EvalConfig, specs: dict[str, Any]) -> tuple[Any, Any]:
-    """(backend, Variants) for the configured model, loaded once."""
-    src = Sources.resolve(cfg.model, cfg.adapter, cfg.finetuned)
-    tokenizer = load_tokenizer(src, cfg.chat_template, cfg.trust_remote_code)
+def make_backend(cfg: EvalConfig, specs: dict[str, Any]) -> tuple[Backend, Switcher]:
+    """(backend, its variants) for the configured model, loaded once."""
     if cfg.backend == "vllm":
         from taia.eval.backends.vllm import make_vllm
 
+        src = Sources.resolve(cfg.model, cfg.adapter, cfg.finetuned)
+        tokenizer = load_tokenizer(src, cfg.chat_template, cfg.trust_remote_code)
         return make_vllm(cfg, src.model, src.adapter, src.finetuned, tokenizer, specs)
+    return make_hf(cfg, specs)
+
+
+def make_hf(cfg: EvalConfig, specs: dict[str, Any]) -> tuple[HFBackend, Variants]:
+    """The transformers backend and its `Variants` (whose `model` the lm-eval bridge wraps)."""
     from taia.eval.backends.hf import HFBackend
 
+    src = Sources.resolve(cfg.model, cfg.adapter, cfg.finetuned)
+    tokenizer = load_tokenizer(src, cfg.chat_template, cfg.trust_remote_code)
     variants = load_hf_variants(src, specs, **cfg.load_options())
     return HFBackend(variants.model, tokenizer, cfg.batch_size), variants

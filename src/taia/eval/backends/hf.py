@@ -26,7 +26,8 @@ def _batches(items: list[T], size: int) -> Iterator[list[T]]:
 
 
 class HFBackend:
-    """Generation and scoring with one loaded (possibly variant-switched) causal LM."""
+    """Generation and scoring with one loaded (possibly variant-switched) causal LM: a
+    `taia.eval.backends.base.Backend`, and a `PromptScorer` (it scores prompts for `loracl`)."""
 
     name = "hf"
 

@@ -20,14 +20,23 @@ class VLLMVariants:
     """Switching a variant = choosing which LoRA request the next calls use."""
 
     def __init__(self, requests: dict[str, Any]) -> None:
-        self.requests = requests
-        self.current: Any = None
+        self.requests = requests  # variant → its LoRARequest; None for base
+        self.current: str | None = None
 
     def switch(self, name: str) -> None:
-        self.current = self.requests[name]
+        if name not in self.requests:  # fail here, not at the next request
+            raise KeyError(name)
+        self.current = name
+
+    @property
+    def request(self) -> Any:
+        """The LoRA request of the current variant (None: the base model, and before any switch)."""
+        return None if self.current is None else self.requests[self.current]
 
 
 class VLLMBackend:
+    """A `taia.eval.backends.base.Backend` on one vLLM engine."""
+
     name = "vllm"
 
     def __init__(self, llm: Any, tokenizer: Any, variants: VLLMVariants) -> None:
@@ -44,7 +53,7 @@ class VLLMBackend:
         from vllm import SamplingParams
 
         params = SamplingParams(temperature=0.0, max_tokens=max_new_tokens, stop=list(stop) or None)
-        outs = self.llm.generate(list(prompts), params, lora_request=self.variants.current, use_tqdm=True)
+        outs = self.llm.generate(list(prompts), params, lora_request=self.variants.request, use_tqdm=True)
         texts = [o.outputs[0].text for o in outs]
         if on_batch is not None:
             on_batch(list(range(len(texts))), texts)
@@ -59,7 +68,7 @@ class VLLMBackend:
             {"prompt_token_ids": self.tokenizer(c + x, add_special_tokens=False)["input_ids"]}
             for c, x in pairs
         ]
-        outs = self.llm.generate(prompts, params, lora_request=self.variants.current, use_tqdm=True)
+        outs = self.llm.generate(prompts, params, lora_request=self.variants.request, use_tqdm=True)
         scores = []
         for out, n_ctx, prompt in zip(outs, ctx_lens, prompts, strict=True):
             ids = prompt["prompt_token_ids"]

@@ -24,8 +24,10 @@ import yaml
 from pydantic import BaseModel, ConfigDict, PrivateAttr, ValidationError, field_validator, model_validator
 
 from taia.errors import TaiaError
+from taia.eval.extract import last_boxed
+from taia.eval.kinds import kind_of
 from taia.eval.task import LETTERS, Kind, Sample
-from taia.eval.tasks.hooks import HOOKS, READERS, Source, last_boxed, number_text
+from taia.eval.tasks.hooks import HOOKS, READERS, Source, number_text
 from taia.eval.tasks.schema import TaskSpec
 from taia.io.rows import Row
 from taia.registry import did_you_mean
@@ -33,8 +35,6 @@ from taia.registry import did_you_mean
 __all__ = ["CustomTaskSpec", "FieldMap", "is_task_file", "load_task_file"]
 
 SUFFIXES = (".yaml", ".yml")
-# Kinds scored against a gold answer; any other kind (refusal, …) may leave `answer` unmapped (gold "").
-GOLD_KINDS = ("mc", "number", "math", "exact")
 _NAME_CHARS = set(string.ascii_letters + string.digits + "_.-")
 
 
@@ -109,13 +109,15 @@ class CustomTaskSpec(TaskSpec):
 
 
 def _check_fields(fields: FieldMap, kind: str, has_prompt: bool) -> None:
+    """What the kind needs mapped: options (mc only) and a gold answer (any kind scored against one; the
+    others, refusal and adoption, may leave `answer` unmapped: gold "")."""
     if fields.question is None and not has_prompt:
         raise ValueError("fields.question is missing (or give prompt: to build the question)")
-    if kind == "mc" and fields.options is None:
-        raise ValueError("kind mc needs fields.options (one list field, or a list of option fields)")
-    if kind != "mc" and fields.options is not None:
+    if kind_of(kind).options and fields.options is None:
+        raise ValueError(f"kind {kind} needs fields.options (one list field, or a list of option fields)")
+    if not kind_of(kind).options and fields.options is not None:
         raise ValueError(f"fields.options is only for kind mc, not {kind}")
-    if kind in GOLD_KINDS and fields.answer is None:
+    if kind_of(kind).gold and fields.answer is None:
         raise ValueError(f"kind {kind} is scored against a gold answer: map fields.answer")
 
 
@@ -249,7 +251,7 @@ def _gold(kind: str, src: Source, row: Row, key: str, options: tuple[str, ...]) 
         return _letter(src, row, key, value, options)
     text = _scalar(src, row, key, "answer")
     if kind == "math" and "\\boxed" in text:
-        boxed = last_boxed(text)
+        boxed = last_boxed(text, skip_unclosed=False)  # the answer is the last box: cut off, it is none
         if not boxed or not boxed.strip():
             raise src.error(row, f"field {key!r} has an unbalanced or empty \\boxed{{…}}")
         return boxed

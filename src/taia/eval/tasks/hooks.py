@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from taia.errors import TaiaError
+from taia.eval.extract import last_boxed
 from taia.eval.task import LETTERS, Sample
 from taia.io.rows import Row
 from taia.registry import Registry
@@ -90,24 +91,6 @@ def number_text(value: float | int | str) -> str:
     return str(value)
 
 
-def last_boxed(solution: str) -> str | None:
-    """The content of the last `\\boxed{…}` (nested braces; `\\{` `\\}` are literal), or None."""
-    start = solution.rfind("\\boxed{")
-    if start < 0:
-        return None
-    depth, i = 0, start + len("\\boxed")
-    while i < len(solution):
-        ch = solution[i]
-        if ch == "\\":
-            i += 2  # an escaped character (\{, \}, \\) never opens or closes a group
-            continue
-        depth += {"{": 1, "}": -1}.get(ch, 0)
-        if depth == 0:
-            return solution[start + len("\\boxed{") : i]
-        i += 1
-    return None  # unbalanced
-
-
 # --- hooks ----------------------------------------------------------------------------------------------
 
 
@@ -157,7 +140,7 @@ def math(rows: list[Row], src: Source) -> list[Sample]:
     """Full MATH test: `problem`, `solution` (gold: its last `\\boxed{…}`), `type` (the subset)."""
     samples = []
     for i, row in enumerate(rows):
-        gold = last_boxed(text(src, row, "solution"))
+        gold = last_boxed(text(src, row, "solution"), skip_unclosed=False)  # a cut-off last box is no gold
         if not gold or not gold.strip():
             raise src.error(row, "field 'solution' has no (balanced, non-empty) \\boxed{…} answer")
         subject = text(src, row, "type")

@@ -1,0 +1,39 @@
+"""LaTeX answers (`math`: MATH, MATH-500): the last box or stated answer, compared by math-verify.
+
+`standard` protocol asks for the answer in `\\boxed{}`; `paper` for "The answer is …". Exercised by
+`taia eval --tasks math500 --protocol paper|standard` and tests/test_extract.py.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from taia.eval.extract import answer_phrase, extract_number, last_boxed, math_equal
+from taia.eval.kinds.base import Scored, Scoring, TaskKind
+from taia.eval.protocol import PAPER_ANSWER, STANDARD_BOXED, Choice, Generation, Protocol, chat
+from taia.eval.task import Sample, Task
+
+
+class Math(TaskKind):
+    name = "math"
+
+    def request(self, task: Task, sample: Sample, protocol: Protocol, tokenizer: Any) -> Generation | Choice:
+        suffix = STANDARD_BOXED if protocol == "standard" else PAPER_ANSWER
+        return Generation(chat(tokenizer, f"{sample.question}\n{suffix}"), task.max_new_tokens)
+
+    def judge(self, response: str, gold: str, n_options: int, how: Scoring) -> Scored:
+        """The last `\\boxed{}`, else the `answer_phrase` (flexible and lenient: else the last number),
+        compared by `math_equal` with the gold (a gold written as a whole solution is reduced to its last box
+        first). Lenient, the reference code's rule: the gold is a substring of the response, verbatim."""
+        got = last_boxed(response)
+        if got is None:
+            got = answer_phrase(response)
+        if got is None and how.mode != "strict":
+            got = extract_number(response, strict=False)
+        if how.mode == "lenient":
+            return got, gold in response
+        gold_answer = last_boxed(gold) or gold
+        return got, got is not None and math_equal(got, gold_answer)
+
+
+KIND = Math()
