@@ -232,10 +232,10 @@ def _run_inspect(ns: argparse.Namespace) -> None:
     file, overrides = _split_positionals(ns.args)
     cfg = build_config(InspectConfig, file, _flags(ns), overrides)
     if cfg.hidden_states:
-        from taia.analysis import hidden, report
+        from taia.analysis import hidden, hidden_outputs
 
         result = hidden.inspect_hidden(cfg)
-        print(json.dumps(result, indent=2) if cfg.json_output else report.render(result))
+        print(json.dumps(result, indent=2) if cfg.json_output else hidden_outputs.render(result))
         if cfg.out and not cfg.json_output:  # --json keeps stdout pure JSON
             print(f"wrote {cfg.out}")
         return
@@ -314,7 +314,7 @@ def _run_quickstart(ns: argparse.Namespace) -> None:
     with resources.as_file(resources.files("taia.run") / "quickstart.yaml") as path:
         cfg = _with_data_dir(build_config(ExperimentConfig, str(path), {}, overrides), ns.data_dir)
     from taia.run.evidence import summary_text
-    from taia.run.report import load_run
+    from taia.run.rundata import load_run
 
     start = time.perf_counter()
     result = run(cfg)
@@ -323,7 +323,7 @@ def _run_quickstart(ns: argparse.Namespace) -> None:
 
 
 def _run_report(ns: argparse.Namespace) -> None:
-    from taia.run.report import write_report
+    from taia.run.render import write_report
 
     paths = write_report(Path(ns.run_dir), html=not ns.no_html)
     print(Path(paths["md"]).read_text())

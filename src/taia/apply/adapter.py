@@ -21,7 +21,7 @@ from taia.io.atomic import atomic_dir, check_output
 from taia.io.hf import ADAPTER_CONFIG, ADAPTER_SAFE, copy_aux
 from taia.lora import LoraModule, group_modules
 from taia.plan import Decision, make_plan, summarize
-from taia.report import build_report, describe_input, write_report
+from taia.provenance import build_report, describe_input, write_report
 from taia.spec import TaiaSpec
 
 # Tensors that scale linearly with the update: multiplying them by λ gives base + λ·Δ.

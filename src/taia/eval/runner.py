@@ -27,7 +27,7 @@ from taia.eval.tasks import get_task, load_samples, task_keys
 from taia.eval.variants import resolve_specs, variant_names
 from taia.io.rows import data_root
 from taia.io.timings import LOG, sum_seconds, timed
-from taia.report import versions
+from taia.provenance import versions
 
 CONFIG = "eval_config.yaml"
 RESULTS = "results.json"

@@ -35,7 +35,7 @@ INSPECT = "inspect.json"
 def run(cfg: ExperimentConfig) -> dict[str, Any]:
     """Run (or finish) the experiment; returns the report's paths and the eval results."""
     from taia.eval import evaluate
-    from taia.run.report import write_report
+    from taia.run.render import write_report
 
     out = cfg.run_dir
     check_task_files(cfg)

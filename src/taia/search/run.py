@@ -45,7 +45,7 @@ _RUN_KEYS = ("overwrite",)
 def search(cfg: SearchConfig) -> dict[str, Any]:
     """Run (or finish) the search; returns what OUT/search.json holds."""
     from taia.eval.runner import evaluate
-    from taia.search.report import write_search_report
+    from taia.search.summary import write_search_report
 
     out = Path(cfg.out)
     mm, changed, molora = changed_tensors(cfg)  # checks the inputs first, as every verb does

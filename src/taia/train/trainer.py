@@ -29,7 +29,7 @@ from taia.data.mixing import mix
 from taia.errors import TaiaError
 from taia.io.hf import resolve_dir
 from taia.io.rows import data_root
-from taia.report import versions
+from taia.provenance import versions
 from taia.train import callbacks, distributed, regularize
 from taia.train.chat import Prepared, prepare
 from taia.train.config import TrainConfig
