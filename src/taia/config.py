@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, ClassVar, Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -20,7 +20,24 @@ from taia.spec import load_mapping, one_line
 C = TypeVar("C", bound=BaseModel)
 
 
-class ApplyConfig(BaseModel):
+class OneFineTune(BaseModel):
+    """The rule for configs with an `adapter` / `finetuned` pair: one of them (`FINE_TUNE_REQUIRED`), or
+    at most one (a base model alone is fine: `taia eval` of base). No fields of its own, so each config
+    keeps its own field order (and so its resolved config file's)."""
+
+    FINE_TUNE_REQUIRED: ClassVar[bool] = True
+
+    @model_validator(mode="after")
+    def _one_fine_tune(self) -> Any:
+        given = [k for k in ("adapter", "finetuned") if getattr(self, k) is not None]
+        if len(given) > 1 or (self.FINE_TUNE_REQUIRED and not given):
+            which = "exactly" if self.FINE_TUNE_REQUIRED else "at most"
+            pair = "adapter (a PEFT LoRA dir) or finetuned (a full checkpoint)"
+            raise ValueError(f"give {which} one of {pair}")
+        return self
+
+
+class ApplyConfig(OneFineTune):
     """`taia apply`: base + (LoRA adapter | full fine-tune) + spec → a TAIA model."""
 
     model_config = ConfigDict(extra="forbid")
@@ -46,9 +63,7 @@ class ApplyConfig(BaseModel):
         return v
 
     @model_validator(mode="after")
-    def _one_source(self) -> ApplyConfig:
-        if (self.adapter is None) == (self.finetuned is None):
-            raise ValueError("give exactly one of adapter (a PEFT LoRA dir) or finetuned (a full checkpoint)")
+    def _format(self) -> ApplyConfig:
         if self.finetuned is not None and self.format == "adapter":
             raise ValueError(
                 "format=adapter needs a LoRA adapter; a full fine-tune always gives a checkpoint"
@@ -203,10 +218,10 @@ def _update_items(items: list[Any], src: dict[str, Any], key: str) -> None:
             items[int(i)] = v
 
 
-def changed_keys(saved: Path, cfg: BaseModel, ignore: tuple[str, ...] = ()) -> list[str]:
-    """Top-level keys whose value in the saved resolved config differs from `cfg`'s, sorted: what keeps a
-    run dir from being resumed with `cfg` (`ignore`: keys that may differ, such as overwrite)."""
-    old = yaml.safe_load(saved.read_text()) or {}
+def changed_keys(old: dict[str, Any], cfg: BaseModel, ignore: tuple[str, ...] = ()) -> list[str]:
+    """Top-level keys whose value in a saved resolved config (`old`, as read back) differs from `cfg`'s,
+    sorted: what keeps an output from being resumed with `cfg` (`ignore`: keys that may differ, such as
+    overwrite)."""
     new = cfg.model_dump(mode="json")
     return sorted(k for k in new.keys() | old.keys() if k not in ignore and old.get(k) != new.get(k))
 

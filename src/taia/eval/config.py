@@ -5,11 +5,11 @@ Exercised by `taia eval --model M --adapter A --variants base,vanilla,taia --tas
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from taia.config import comma_lists, distinct_items
+from taia.config import OneFineTune, comma_lists, distinct_items
 
 # Keys that change what a stored sample's answer means; a results dir refuses to mix them.
 IDENTITY = (
@@ -45,8 +45,10 @@ class EvalOptions(BaseModel):
         return {"allow_pickle": self.allow_pickle, "trust_remote_code": self.trust_remote_code}
 
 
-class EvalConfig(EvalOptions):
+class EvalConfig(EvalOptions, OneFineTune):
     """`taia eval`: a model (+ adapter or fine-tune) → variants × tasks → per-sample JSONL + results.json."""
+
+    FINE_TUNE_REQUIRED: ClassVar[bool] = False  # the base alone: `taia eval --variants base`
 
     model: str = "smollm2-135m-instruct"
     adapter: str | None = None
@@ -90,12 +92,6 @@ class EvalConfig(EvalOptions):
         canonical = TASKS.get(task.partition(":")[0]).name if task.partition(":")[0] in TASKS else task
         named = [n for n in self.limit if n == task or (n in TASKS and TASKS.get(n).name == canonical)]
         return self.limit[named[0]] if named else None
-
-    @model_validator(mode="after")
-    def _one_source(self) -> EvalConfig:
-        if self.adapter is not None and self.finetuned is not None:
-            raise ValueError("give at most one of adapter (a PEFT LoRA dir) or finetuned (a full checkpoint)")
-        return self
 
     def identity(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in IDENTITY}

@@ -23,8 +23,8 @@ from typing import Any
 import yaml
 
 from taia.check import check_inputs
-from taia.config import config_yaml
 from taia.eval.variants import resolve_specs
+from taia.io import stage
 from taia.io.timings import LOG, timed
 from taia.run.experiment import ExperimentConfig
 
@@ -43,8 +43,7 @@ def run(cfg: ExperimentConfig) -> dict[str, Any]:
         ec = cfg.eval_config()
         check_inputs(cfg.model, ec.adapter, ec.finetuned, list(resolve_specs(ec.variants).values()),
                      **ec.load_options())  # fmt: skip
-    out.mkdir(parents=True, exist_ok=True)
-    (out / EXPERIMENT).write_text(config_yaml(cfg))
+    stage.prepare(out, EXPERIMENT, cfg)  # a run dir always continues: each stage decides for itself
     with timed(out / LOG, stage="train"):
         retrained = train_stage(cfg)
     if retrained:

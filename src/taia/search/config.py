@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from taia.config import comma_lists, distinct_items
+from taia.config import OneFineTune, comma_lists, distinct_items
 from taia.eval.config import EvalConfig, EvalOptions
 
 Rest = Literal["base", "finetuned"]
@@ -52,7 +52,7 @@ class Grid(BaseModel):
         return list(dict.fromkeys(v))
 
 
-class SearchConfig(EvalOptions):
+class SearchConfig(EvalOptions, OneFineTune):
     """`taia search`: pick the spec that scores best on a dev split, then test it on held-out tasks;
     questions are asked and scored as `taia eval` does (`EvalOptions`: protocol, batch_size, …)."""
 
@@ -76,12 +76,6 @@ class SearchConfig(EvalOptions):
     @classmethod
     def _distinct(cls, v: list[str]) -> list[str]:
         return distinct_items(v) or []
-
-    @model_validator(mode="after")
-    def _one_source(self) -> SearchConfig:
-        if (self.adapter is None) == (self.finetuned is None):
-            raise ValueError("give exactly one of adapter (a PEFT LoRA dir) or finetuned (a full checkpoint)")
-        return self
 
     def eval_config(self, out: str, tasks: list[str], variants: list[str]) -> EvalConfig:
         """The `taia eval` config of one stage (dev or test) of this search."""
