@@ -28,17 +28,21 @@ class EvalOptions(BaseModel):
     """How questions are asked, answered and scored: shared by `taia eval` and `taia search`."""
 
     model_config = ConfigDict(extra="forbid")
-    protocol: Literal["paper", "standard"] = "standard"
-    metric_mode: Literal["strict", "flexible", "lenient"] = "strict"
-    backend: Literal["hf", "vllm"] = "hf"
-    batch_size: int = Field(16, gt=0)
-    max_new_tokens: int | None = Field(None, gt=0)  # None: each task's own budget
+    protocol: Literal["paper", "standard"] = Field(
+        "standard", description="prompt protocol: the paper's prompts, or the model's chat template"
+    )
+    metric_mode: Literal["strict", "flexible", "lenient"] = Field(
+        "strict", description="how an answer is extracted from generated text"
+    )
+    backend: Literal["hf", "vllm"] = Field("hf", description="inference backend")
+    batch_size: int = Field(16, gt=0, description="prompts per batch")
+    max_new_tokens: int | None = Field(None, gt=0, description="generation budget (default: each task's own)")
     data_dir: str | None = None
     chat_template: str | None = None
     seed: int = 0
     trust_remote_code: bool = False
     allow_pickle: bool = False  # .bin weights, loaded with weights_only=True (as in `taia apply`)
-    overwrite: bool = False
+    overwrite: bool = Field(False, description="delete --out first")
 
     def load_options(self) -> dict[str, bool]:
         """The pickle rule and remote-code choice, as `taia.check.check_inputs` takes them."""
@@ -50,20 +54,27 @@ class EvalConfig(EvalOptions, OneFineTune):
 
     FINE_TUNE_REQUIRED: ClassVar[bool] = False  # the base alone: `taia eval --variants base`
 
-    model: str = "smollm2-135m-instruct"
+    model: str = Field("smollm2-135m-instruct", description="base model: named, local dir or hub id")
     adapter: str | None = None
     finetuned: str | None = None
-    variants: list[str] = ["base", "vanilla", "taia"]
-    tasks: list[str]
-    out: str
-    # at most N seeded samples per task, or per task by name ({persona: 50, commonsenseqa: 300})
-    limit: int | dict[str, int] | None = None
-    harness: Literal["taia", "lm-eval"] = "taia"
-    lm_eval_include: str | None = None  # extra lm-eval task YAMLs (lm-eval's --include_path)
+    variants: list[str] = Field(["base", "vanilla", "taia"], description="presets or spec YAML files")
+    tasks: list[str] = Field(
+        description="task names (gsm8k, csqa, mmlu, persona, ...) or task YAML files, comma-separated"
+    )
+    out: str = Field(description="results dir (re-running resumes)")
+    limit: int | dict[str, int] | None = Field(
+        None, description="a seeded subset of at most N samples per task, or '{persona: 100, csqa: 300}'"
+    )
+    harness: Literal["taia", "lm-eval"] = Field("taia", description="taia's own tasks, or lm-eval's")
+    lm_eval_include: str | None = Field(
+        None, description="extra lm-eval task YAMLs (lm-eval's --include_path)"
+    )
     # Task `persona` (kind adoption): what marks the fine-tune's persona in an answer — a regex, or the
     # signature of these training files' answers; neither: the fine-tune's own taia_train.yaml data.
-    persona_pattern: str | None = None
-    persona_data: list[str] = []
+    persona_pattern: str | None = Field(None, description="task persona: a regex that marks the persona")
+    persona_data: list[str] = Field(
+        [], description="task persona: training files whose answers' signature marks the persona"
+    )
 
     @model_validator(mode="before")
     @classmethod

@@ -56,16 +56,20 @@ class SearchConfig(EvalOptions, OneFineTune):
     """`taia search`: pick the spec that scores best on a dev split, then test it on held-out tasks;
     questions are asked and scored as `taia eval` does (`EvalOptions`: protocol, batch_size, …)."""
 
-    base: str = "smollm2-135m-instruct"
+    base: str = Field("smollm2-135m-instruct", description="base model: named, local dir or hub id")
     adapter: str | None = None
     finetuned: str | None = None
-    dev_task: str
-    dev_limit: int = Field(100, gt=0)
-    test_tasks: list[str]
-    test_limit: int | None = Field(None, gt=0)
-    test_variants: list[str] = Field(default_factory=lambda: ["base", "vanilla", "taia"])  # beside the choice
-    grid: Grid = Grid()
-    out: str
+    dev_task: str = Field(description="task whose seeded subset scores the grid")
+    dev_limit: int = Field(100, gt=0, description="dev samples")
+    test_tasks: list[str] = Field(description="held-out tasks (the dev task's rest allowed)")
+    test_limit: int | None = Field(None, gt=0, description="at most N test samples per task")
+    test_variants: list[str] = Field(
+        default_factory=lambda: ["base", "vanilla", "taia"], description="tested beside the choice"
+    )
+    grid: Grid = Field(
+        Grid(), description="the candidates: {attn: [..], ffn: [..], ffn_depth: [..], rest: [..]}"
+    )
+    out: str = Field(description="output dir (re-running resumes)")
 
     @model_validator(mode="before")
     @classmethod
