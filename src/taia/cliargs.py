@@ -13,10 +13,11 @@ import argparse
 import types
 from dataclasses import dataclass
 from importlib import import_module
-from typing import Any, Literal, Union, get_args, get_origin
+from typing import TYPE_CHECKING, Any, Literal, Union, get_args, get_origin
 
-from pydantic import BaseModel
-from pydantic.fields import FieldInfo
+if TYPE_CHECKING:  # pydantic loads with the chosen verb's config, not for `taia --help`
+    from pydantic import BaseModel
+    from pydantic.fields import FieldInfo
 
 HELP = {
     "data_dir": "root of local data files (default: $TAIA_DATA_DIR, else ../shared/data when it exists)",
@@ -67,6 +68,8 @@ def add_options(p: argparse.ArgumentParser, verb: Verb) -> None:
 
 def help_text(name: str, field: FieldInfo) -> str:
     """The field's description (or the shared one), with its default; `%` escaped for argparse."""
+    from pydantic import BaseModel
+
     text = field.description or HELP.get(name, "")
     default = None if field.is_required() else field.get_default(call_default_factory=True)
     if default not in (None, False, [], {}) and not isinstance(default, BaseModel):
