@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,7 @@ from conftest import chat_tokenizer, lora_adapter, perturbed, tiny_model
 VOLATILE = {
     "seconds", "wall_seconds", "wall_s", "started", "finished", "created", "date", "time", "timestamp",
     "versions", "version", "taia_version", "commit", "host", "elapsed", "tokens_per_second", "when", "at",
+    "git_sha",
 }  # fmt: skip
 MC_ROWS = [
     {"q": f"Which is number {i}?", "choices": [f"n{i}", f"m{i}", f"k{i}"], "label": i % 3, "uid": f"u{i}"}
@@ -93,6 +95,7 @@ def _scrub(value: Any, roots: tuple[str, ...]) -> Any:
     if isinstance(value, str):
         for root in roots:  # the two trees live in different dirs
             value = value.replace(root, "<ROOT>")
+        value = re.sub(r"(git sha: `)[0-9a-f]{7,40}", r"\1<SHA>", value)  # reports print the commit
     return value
 
 

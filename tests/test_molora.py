@@ -1,4 +1,5 @@
-"""MoLoRA (taia.train.molora): routing, load balancing, gradients, save/load, PEFT interplay, errors."""
+"""MoLoRA (taia.molora, taia.train.molora): routing, load balancing, gradients, save/load, PEFT interplay,
+errors."""
 
 from __future__ import annotations
 
@@ -13,10 +14,9 @@ from torch import nn
 
 from conftest import logits, tiny_model
 from taia.errors import TaiaError
-from taia.train.molora import (
+from taia.molora import (
     MoLoraConfig,
     MoLoraLinear,
-    aux_loss,
     inject_molora,
     load_molora,
     molora_modules,
@@ -25,6 +25,7 @@ from taia.train.molora import (
     save_molora,
     set_molora_enabled,
 )
+from taia.train.molora import aux_loss
 
 MLP = {
     "llama": [f"model.layers.{i}.mlp.{p}" for i in range(2) for p in ("gate_proj", "up_proj", "down_proj")],
@@ -341,6 +342,37 @@ def test_with_peft_attention_lora(tmp_path):
     fresh = PeftModel.from_pretrained(tiny_model("llama"), tmp_path)
     load_molora(fresh, tmp_path)
     assert torch.equal(logits(fresh), want)
+
+
+def test_eval_variants_of_a_molora_run_come_from_one_plan(tmp_path):
+    """LoRA layers and MoLoRA experts are decided together: `taia` keeps the attention LoRA and drops the
+    experts (a plan of the experts alone kept nothing, and refused), `taif` the reverse."""
+    from peft import LoraConfig, get_peft_model
+
+    from taia.eval.variants import load_variants, resolve_specs
+
+    base_dir, adapter_dir = tmp_path / "base", tmp_path / "adapter"
+    tiny_model("llama").save_pretrained(base_dir)
+    peft_model = get_peft_model(tiny_model("llama"), LoraConfig(target_modules=ATTN, r=4))
+    inject_molora(peft_model.get_base_model(), MLP["llama"], MoLoraConfig())
+    randomize_experts(peft_model)
+    with torch.no_grad():
+        for name, p in peft_model.named_parameters():
+            if "lora_B" in name:
+                p.normal_()
+    peft_model.save_pretrained(adapter_dir)
+    save_molora(peft_model, adapter_dir, MoLoraConfig())
+    peft_model.eval()
+    want = {"vanilla": logits(peft_model)}
+    with peft_model.disable_adapter():
+        want["taif"] = logits(peft_model)
+    set_molora_enabled(peft_model, False)
+    want["taia"] = logits(peft_model)
+    with peft_model.disable_adapter():
+        want["base"] = logits(peft_model)
+    variants = load_variants(base_dir, adapter_dir, None, resolve_specs(list(want)), None)
+    for name in ["taia", "vanilla", "base", "taif", "taia"]:
+        torch.testing.assert_close(logits(variants.switch(name)), want[name])
 
 
 # --- injection errors ---------------------------------------------------------------------------------

@@ -18,6 +18,7 @@ from taia.errors import TaiaError
 from taia.eval import EvalConfig, evaluate
 from taia.eval.task import Sample
 from taia.eval.tasks import get_task
+from taia.plan import make_plan
 from taia.search import SearchConfig, search
 from taia.search import run as search_run
 from taia.search.config import Grid
@@ -186,6 +187,36 @@ def test_cli_equals_api(tmp_path, models, monkeypatch):
     # a second run resumes: nothing is re-answered, the same choice comes back
     assert main(["search", *common, "--out", str(tmp_path / "cli"), *grid]) == 0
     assert json.loads((tmp_path / "cli/search.json").read_text())["best"] == cli["best"]
+
+
+def test_a_tensor_no_group_claims_is_refused_as_by_apply(tmp_path, models, monkeypatch, capsys):
+    """The grid's λ come from apply's plan: a changed tensor no group claims is refused with `taia apply`'s
+    one-line error, before the out dir is written (it once got λ = 0 in search, silently)."""
+    mm = model_map(models["base"])
+    names = [*mm.shapes, "model.extra.scale"]
+    with pytest.raises(TaiaError) as applied:
+        make_plan(names, mm, load_spec("taia"))  # what `taia apply` runs
+    assert "1 tensor(s) not in any known block of this llama model: model.extra.scale;" in str(applied.value)
+    with pytest.raises(TaiaError) as searched:
+        distinct(candidates(Grid.model_validate(GRID), mm.num_layers), names, mm)
+    assert str(searched.value) == str(applied.value)
+
+    changed = search_run.changed_tensors
+
+    def with_extra(cfg: SearchConfig):
+        mm, names, molora = changed(cfg)
+        return mm, [*names, "model.extra.scale"], molora
+
+    monkeypatch.setattr(search_run, "changed_tensors", with_extra)
+    monkeypatch.setattr(
+        search_run, "load_samples", fake_loader({"csqa": questions("d", 8), "mmlu": questions("t", 4)})
+    )
+    out = tmp_path / "out"
+    common = ["--base", str(models["base"]), "--adapter", str(models["adapter"]), "--dev-task", "csqa",
+              "--test-tasks", "mmlu", "--out", str(out)]  # fmt: skip
+    assert main(["search", *common]) == 2
+    assert capsys.readouterr().err.strip() == f"taia: error: {applied.value}"
+    assert not out.exists()
 
 
 def test_config_errors():

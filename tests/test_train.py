@@ -88,7 +88,7 @@ def test_full_output_loads_in_apply(tmp_path, chat_model):
 
 
 def test_molora_routers_learn_and_taia_drops_them(tmp_path, chat_model):
-    from taia.train.molora import read_molora_tensors
+    from taia.molora import read_molora_tensors
 
     base_dir = chat_model("llama")
     cfg = config(
@@ -101,8 +101,8 @@ def test_molora_routers_learn_and_taia_drops_them(tmp_path, chat_model):
     assert len(routers) == len(report["trained"]["molora_modules"]) == 6  # gate/up/down x 2 layers
     from transformers import set_seed
 
+    from taia.molora import molora_state_dict
     from taia.train.model import build, load_base
-    from taia.train.molora import molora_state_dict
 
     set_seed(cfg.seed)  # rebuild the seeded initial state `train` started from: every router must have moved
     init = molora_state_dict(build(cfg, load_base(base_dir))[0])

@@ -24,7 +24,7 @@ from taia.errors import TaiaError
 from taia.io.checkpoint import FLOAT_DTYPES, Checkpoint, open_checkpoint
 from taia.io.hf import CONFIG_ONLY, load_adapter, load_config, resolve_dir
 from taia.lora import check_fits, group_modules
-from taia.plan import Decision, check_layers, make_plan
+from taia.plan import Plan, check_layers, make_plan
 from taia.spec import TaiaSpec
 
 
@@ -40,7 +40,7 @@ class Inputs:
     adapter_dir: Path | None = None
     adapter_config: dict[str, Any] = field(default_factory=dict)
     adapter_tensors: dict[str, torch.Tensor] = field(default_factory=dict)
-    plans: list[dict[str, Decision]] = field(default_factory=list)  # one per spec, for a full fine-tune
+    plans: list[Plan] = field(default_factory=list)  # one per spec, for a full fine-tune
 
 
 def check_inputs(
@@ -96,7 +96,7 @@ def _check_adapter(inputs: Inputs, adapter_dir: Path, allow_pickle: bool) -> Non
     inputs.adapter_dir, inputs.adapter_config, inputs.adapter_tensors = adapter_dir, config, tensors
 
 
-def full_plan(bs: Checkpoint, ft: Checkpoint, mm: ModelMap, spec: TaiaSpec) -> dict[str, Decision]:
+def full_plan(bs: Checkpoint, ft: Checkpoint, mm: ModelMap, spec: TaiaSpec) -> Plan:
     """One decision per tensor of base ∪ fine-tune, each checked against what the output needs (headers
     only): every base tensor is written (from the base where λ = 0), so the output is always complete."""
     names = [*ft.refs, *(n for n in bs.refs if n not in ft.refs)]

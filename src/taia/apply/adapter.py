@@ -14,18 +14,17 @@ from typing import Any
 import torch
 from safetensors.torch import save_file
 
+from taia.arith import fold
 from taia.check import check_inputs
 from taia.classify import ModelMap
 from taia.errors import TaiaError
 from taia.io.atomic import atomic_dir, check_output
 from taia.io.hf import ADAPTER_CONFIG, ADAPTER_SAFE, copy_aux
 from taia.lora import LoraModule, group_modules
-from taia.plan import Decision, make_plan, summarize
+from taia.molora import molora_numels, read_molora_tensors
+from taia.plan import Plan, make_plan, summarize
 from taia.provenance import build_report, describe_input, write_report
 from taia.spec import TaiaSpec
-
-# Tensors that scale linearly with the update: multiplying them by λ gives base + λ·Δ.
-_SCALED_PARTS = ("lora_B", "lora_embedding_B")
 
 
 @dataclass
@@ -34,10 +33,10 @@ class FilteredAdapter:
     adapter_dir: Path
     config: dict[str, Any]
     tensors: dict[str, torch.Tensor]
-    plan: dict[str, Decision]
+    plan: Plan  # its `modules`: every LoRA and MoLoRA module of the adapter
     kept: list[str]
     dropped: list[str]
-    numels: dict[str, int]
+    numels: dict[str, int]  # module path → parameters
 
 
 def filter_adapter(base: str | Path, adapter: str | Path, spec: TaiaSpec, **opts: Any) -> FilteredAdapter:
@@ -58,64 +57,38 @@ def filter_adapter(base: str | Path, adapter: str | Path, spec: TaiaSpec, **opts
     assert adapter_dir is not None
     modules = group_modules(tensors)
     molora = _molora_numels(adapter_dir)
-    plan = make_plan([f"{p}.weight" for p in [*modules, *molora]], mm, spec)
+    plan = make_plan((), mm, spec, modules=[*modules, *molora])
     _check_molora_dropped(molora, plan)
     out_tensors: dict[str, torch.Tensor] = {}
     kept, dropped = [], [f"{p} (MoLoRA experts + router)" for p in molora]
     for path, m in modules.items():
-        lam = plan[f"{path}.weight"].lam
+        lam = plan.lam(path)
         if lam == 0.0:
             dropped.append(path)
             continue
         kept.append(path)
         out_tensors.update(fold(m, lam))
-    numels = {f"{p}.weight": sum(t.numel() for t in m.tensors.values()) for p, m in modules.items()}
-    numels.update({f"{p}.weight": n for p, n in molora.items()})
+    numels = {p: sum(t.numel() for t in m.tensors.values()) for p, m in modules.items()}
+    numels.update(molora)
     new_config = rewrite_config(config, [modules[p] for p in kept], mm)
     return FilteredAdapter(base_dir, adapter_dir, new_config, out_tensors, plan, kept, dropped, numels)
 
 
 def _molora_numels(adapter_dir: Path) -> dict[str, int]:
     """MoLoRA modules saved beside the adapter (`taia train method=molora`) → their tensor sizes."""
-    from taia.train.molora import read_molora_tensors
-
     found = read_molora_tensors(adapter_dir)
-    numels: dict[str, int] = {}
-    for key, t in (found[1] if found else {}).items():
-        path = key.rsplit(".router.weight", 1)[0].rsplit(".experts_", 1)[0]
-        numels[path] = numels.get(path, 0) + t.numel()
-    return numels
+    return molora_numels(found[1]) if found else {}
 
 
-def _check_molora_dropped(molora: dict[str, int], plan: dict[str, Decision]) -> None:
+def _check_molora_dropped(molora: dict[str, int], plan: Plan) -> None:
     """Routed expert mixtures have no static weight delta, so no adapter or checkpoint can keep them."""
-    kept = [p for p in molora if plan[f"{p}.weight"].lam != 0.0]
+    kept = [p for p in molora if plan.lam(p) != 0.0]
     if kept:
         raise TaiaError(
             f"{kept[0]} holds MoLoRA experts (routed per token): a PEFT adapter or merged checkpoint cannot "
             "keep them, so the spec must give their group λ=0 (spec taia does); evaluate the whole MoLoRA "
             "model in memory instead"
         )
-
-
-def fold(m: LoraModule, lam: float) -> dict[str, torch.Tensor]:
-    """Scale the module's update by λ through its B matrices; refuse what is not linear in λ."""
-    for key, t in m.tensors.items():
-        if t.is_floating_point() and not torch.isfinite(t).all():
-            raise TaiaError(f"the adapter holds NaN/Inf in {key}")
-    if lam == 1.0:
-        return dict(m.tensors)
-    if not m.is_lora:
-        raise TaiaError(f"λ={lam:g} on {m.path}: a modules_to_save copy can only be kept (1) or dropped (0)")
-    if any("lora_magnitude_vector" in k for k in m.tensors):
-        raise TaiaError(f"λ={lam:g} on DoRA module {m.path}: DoRA updates are not linear in λ; use 0 or 1")
-    out = {}
-    for key, t in m.tensors.items():
-        scaled = any(f".{p}." in key or key.endswith(f".{p}") for p in _SCALED_PARTS)
-        out[key] = (t.float() * lam).to(t.dtype) if scaled else t
-        if scaled and not torch.isfinite(out[key]).all():
-            raise TaiaError(f"λ={lam:g} produced NaN/Inf in {key}")
-    return out
 
 
 def rewrite_config(config: dict[str, Any], kept: list[LoraModule], mm: ModelMap) -> dict[str, Any]:
@@ -173,7 +146,7 @@ def adapter_report(spec: TaiaSpec, fa: FilteredAdapter, fmt: str) -> dict:
         f"lora-{fmt}",
         inputs,
         spec,
-        summarize(fa.plan, fa.numels),
+        summarize(fa.plan.modules, fa.numels),
         kept_modules=fa.kept,
         dropped_modules=fa.dropped,
     )

@@ -16,13 +16,14 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from taia.arith import interpolate
 from taia.check import Inputs, check_inputs
 from taia.errors import TaiaError
 from taia.io.atomic import atomic_dir, check_output
 from taia.io.checkpoint import SAFE_INDEX, SAFE_SINGLE, Checkpoint, Item, TensorRef, write_index, write_shard
 from taia.io.finite import is_finite
 from taia.io.hf import copy_aux
-from taia.plan import Decision, summarize
+from taia.plan import Plan, summarize
 from taia.provenance import build_report, describe_input, write_report
 from taia.spec import TaiaSpec
 
@@ -65,7 +66,7 @@ def apply_checkpoint(
     return report
 
 
-def _report(inputs: Inputs, spec: TaiaSpec, plan: dict[str, Decision]) -> dict[str, Any]:
+def _report(inputs: Inputs, spec: TaiaSpec, plan: Plan) -> dict[str, Any]:
     ft, bs, ft_dir = inputs.finetuned, inputs.base, inputs.finetuned_dir
     assert ft is not None and bs is not None and ft_dir is not None
     return build_report(
@@ -80,7 +81,7 @@ def _report(inputs: Inputs, spec: TaiaSpec, plan: dict[str, Decision]) -> dict[s
     )
 
 
-def _layout(ft: Checkpoint, plan: Mapping[str, Decision]) -> dict[str, list[str]]:
+def _layout(ft: Checkpoint, plan: Plan) -> dict[str, list[str]]:
     """Output shard → tensor names: the fine-tune's shards, and the tensors only the base has (λ = 0,
     checked) at the end of the last one, so that the output holds every tensor of the model."""
     layout = {shard: list(names) for shard, names in ft.shards.items()} or {SAFE_SINGLE: []}
@@ -92,7 +93,7 @@ def _layout(ft: Checkpoint, plan: Mapping[str, Decision]) -> dict[str, list[str]
 def _write_shards(
     tmp: Path,
     layout: dict[str, list[str]],
-    plan: dict[str, Decision],
+    plan: Plan,
     ft: Checkpoint,
     bs: Checkpoint,
     check_finite: bool,
@@ -122,13 +123,3 @@ def _source(
             raise TaiaError(f"{ckpt.root} holds NaN/Inf in {name}; refusing to write it")
         return t
     return interpolate(bs.get(name), ft.get(name), lam, name)
-
-
-def interpolate(base: torch.Tensor, finetuned: torch.Tensor, lam: float, name: str) -> torch.Tensor:
-    """base + λ·(finetuned − base) in fp32, cast back to the fine-tune's dtype; NaN/Inf is an error."""
-    b = base.to(device=finetuned.device, dtype=torch.float32)  # in-memory models may live on a GPU
-    # Out of place: `.to` returns `base` itself when it is already fp32 there, and it must not change.
-    out = torch.add(b, finetuned.to(torch.float32) - b, alpha=lam).to(finetuned.dtype)
-    if out.is_floating_point() and not torch.isfinite(out).all():
-        raise TaiaError(f"λ={lam:g} produced NaN/Inf in {name}")
-    return out

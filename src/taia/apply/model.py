@@ -1,8 +1,9 @@
 """TAIA on a model already in memory: a PEFT LoRA model (per-module LoRA scale) or a full fine-tune.
 
 For PEFT models λ becomes each LoRA layer's scale (`set_scale`, absolute, so calling again with another
-spec switches variants without reloading). For a full fine-tune the selected tensors are rewritten in
-place from a base state dict. Exercised by tests/test_apply_model.py.
+spec switches variants without reloading); `modules_to_save` copies and MoLoRA experts (taia.molora) are
+kept or dropped whole. For a full fine-tune the selected tensors are rewritten in place from a base state
+dict. Exercised by `taia eval --variants` (through taia.eval.variants) and tests/test_invariants.py.
 """
 
 from __future__ import annotations
@@ -13,11 +14,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from taia.apply.checkpoint import interpolate
+from taia.arith import interpolate
 from taia.classify import map_model
 from taia.errors import TaiaError
 from taia.lora import PEFT_PREFIX
-from taia.plan import make_plan, summarize
+from taia.molora import TENSOR_NAMES, molora_modules, set_molora_enabled
+from taia.plan import Plan, make_plan, summarize
 from taia.spec import TaiaSpec, load_spec
 
 
@@ -39,28 +41,35 @@ def _apply_peft(model: nn.Module, spec: TaiaSpec) -> dict[str, Any]:
     from peft.tuners.lora import LoraLayer
     from peft.utils.other import ModulesToSaveWrapper
 
-    mm = map_model(model)
-    layers: dict[str, Any] = {
-        n.removeprefix(PEFT_PREFIX): m for n, m in model.named_modules() if isinstance(m, LoraLayer)
-    }
-    wrappers = {
-        n.removeprefix(PEFT_PREFIX): m
-        for n, m in model.named_modules()
-        if isinstance(m, ModulesToSaveWrapper)
-    }
-    plan = make_plan([f"{p}.weight" for p in [*layers, *wrappers]], mm, spec)
+    modules = {n.removeprefix(PEFT_PREFIX): m for n, m in model.named_modules()}
+    layers: dict[str, Any] = {p: m for p, m in modules.items() if isinstance(m, LoraLayer)}
+    wrappers = {p: m for p, m in modules.items() if isinstance(m, ModulesToSaveWrapper)}
+    experts = molora_modules(model)  # paths relative to the transformers model, like the two above
+    plan = make_plan((), map_model(model), spec, modules=[*layers, *wrappers, *experts])
+    _check_whole(plan, list(wrappers), list(experts))  # before anything changes
     for path, layer in layers.items():
         for adapter in layer.scaling:
-            layer.set_scale(adapter, plan[f"{path}.weight"].lam)
+            layer.set_scale(adapter, plan.lam(path))
     for path, wrapper in wrappers.items():
-        lam = plan[f"{path}.weight"].lam
+        wrapper.enable_adapters(plan.lam(path) == 1.0)
+    if experts:
+        set_molora_enabled(model, plan.lam(next(iter(experts))) == 1.0)
+    numels = {p: _numel(m) for p, m in {**layers, **wrappers}.items()}
+    numels |= {p: sum(m.get_parameter(t).numel() for t in TENSOR_NAMES) for p, m in experts.items()}
+    return {"spec": spec.name, "groups": summarize(plan.modules, numels)}
+
+
+def _check_whole(plan: Plan, wrappers: list[str], experts: list[str]) -> None:
+    """A `modules_to_save` copy can only be kept or dropped, and the routed MoLoRA experts all together."""
+    for path in wrappers:
+        lam = plan.lam(path)
         if lam not in (0.0, 1.0):
             raise TaiaError(
                 f"λ={lam:g} on {path}: a modules_to_save copy can only be kept (1) or dropped (0)"
             )
-        wrapper.enable_adapters(lam == 1.0)
-    numels = {f"{p}.weight": _numel(m) for p, m in [*layers.items(), *wrappers.items()]}
-    return {"spec": spec.name, "groups": summarize(plan, numels)}
+    lams = {plan.lam(p) for p in experts}
+    if not lams <= {0.0, 1.0} or len(lams) > 1:
+        raise TaiaError(f"spec {plan.spec.name!r}: MoLoRA experts can only be all kept or all dropped")
 
 
 def _numel(module: nn.Module) -> int:

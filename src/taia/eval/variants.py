@@ -16,12 +16,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from taia.apply.checkpoint import interpolate
+from taia.arith import blend
 from taia.classify import map_model
 from taia.errors import TaiaError
 from taia.eval.loracl import ROUTER
 from taia.io.hf import load_kwargs
-from taia.lora import PEFT_PREFIX
+from taia.molora import load_molora, read_molora_tensors
 from taia.plan import make_plan
 from taia.spec import TaiaSpec, load_spec
 
@@ -116,35 +116,18 @@ def _switch_full(
     plan = make_plan(list(params), map_model(model), spec)
     for name, d in plan.items():
         if name in tuned:  # λ ∈ {0, 1} copies bytes, so switching back and forth is exact
-            source = {0.0: base[name], 1.0: tuned[name]}.get(d.lam)
-            params[name].copy_(
-                source if source is not None else interpolate(base[name], tuned[name], d.lam, name)
-            )
+            params[name].copy_(blend(base[name], tuned[name], d.lam, name))
         elif d.lam != 1.0:
             raise TaiaError(f"{name} was not prepared for λ={d.lam:g}; load the variants together")
 
 
 def _switch_adapter(model: nn.Module, spec: TaiaSpec) -> None:
+    """LoRA scales, `modules_to_save` copies and MoLoRA experts, all from one plan (`apply_model`)."""
     from taia.apply.model import apply_model
-    from taia.train.molora import molora_modules, set_molora_enabled
 
     apply_model(model, spec)
-    if molora_modules(model):
-        mm = map_model(model)
-        lams = {make_plan([f"{p}.weight"], mm, spec)[f"{p}.weight"].lam for p in _molora_paths(model)}
-        if not lams <= {0.0, 1.0} or len(lams) > 1:
-            raise TaiaError(f"spec {spec.name!r}: MoLoRA experts can only be all kept or all dropped")
-        set_molora_enabled(model, lams == {1.0})
-
-
-def _molora_paths(model: nn.Module) -> list[str]:
-    from taia.train.molora import molora_modules
-
-    return [p.removeprefix(PEFT_PREFIX) for p in molora_modules(model)]
 
 
 def _attach_molora(peft_model: Any, adapter: Path) -> None:
-    from taia.train.molora import load_molora, read_molora_tensors
-
     if read_molora_tensors(adapter) is not None:
         load_molora(peft_model, adapter)

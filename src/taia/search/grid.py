@@ -3,7 +3,8 @@
 Pure functions over a `Grid`, the number of decoder layers and the tensor names the fine-tune changes.
 Two candidates that give every changed tensor the same λ are the same model (with a LoRA adapter, whether
 norms come from the base or the fine-tune changes nothing: LoRA never touched them), so only the first is
-evaluated. Exercised by `taia search` and tests/test_search.py.
+evaluated. The λ come from `make_plan`, as in `taia apply`, so a tensor no group claims is refused with
+apply's error. Exercised by `taia search` and tests/test_search.py.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import math
 from collections.abc import Iterable
 
 from taia.classify import ModelMap
+from taia.plan import make_plan
 from taia.search.config import Grid, Rest
 from taia.spec import GroupRule, TaiaSpec
 
@@ -64,8 +66,10 @@ def preference(spec: TaiaSpec, num_layers: int) -> tuple[float, float, float]:
 
 
 def signature(spec: TaiaSpec, names: Iterable[str], mm: ModelMap) -> tuple[float, ...]:
-    """λ of every changed tensor, in a fixed order: equal signatures are the same model."""
-    return tuple(spec.decide(n, mm.lookup(n))[1] or 0.0 for n in sorted(names))
+    """λ of every changed tensor, in a fixed order: equal signatures are the same model. A grid point
+    that keeps nothing here is no error: it is the base model, a candidate like any other."""
+    plan = make_plan(sorted(names), mm, spec, empty_ok=True)
+    return tuple(d.lam for d in plan.values())
 
 
 def distinct(specs: list[TaiaSpec], names: Iterable[str], mm: ModelMap) -> tuple[list[TaiaSpec], dict]:

@@ -33,6 +33,8 @@ from taia.eval.variants import resolve_specs
 from taia.io import stage
 from taia.io.rows import data_root
 from taia.lora import group_modules
+from taia.molora import molora_numels, read_molora_tensors
+from taia.plan import module_tensor
 from taia.search.config import SearchConfig
 from taia.search.grid import candidates, distinct
 from taia.spec import TaiaSpec
@@ -102,20 +104,18 @@ def _content(sample: Sample) -> tuple[str, tuple[str, ...]]:
 
 
 def changed_tensors(cfg: SearchConfig) -> tuple[ModelMap, list[str], bool]:
-    """The base's module map, the tensor names the fine-tune changes, and whether FFN is MoLoRA."""
+    """The base's module map, the tensor names the fine-tune changes, and whether FFN is MoLoRA. An
+    adapter changes its LoRA and MoLoRA modules, each named by the tensor it is decided by in the plan of
+    `taia apply`."""
     # The inputs are checked (as by `taia eval`) before the search writes anything into its out dir.
     specs = list(resolve_specs(cfg.test_variants).values())
     inputs = check_inputs(cfg.base, cfg.adapter, cfg.finetuned, specs, **cfg.load_options())
     mm = inputs.mm
     if inputs.adapter_dir is None:
         return mm, list(mm.shapes), False
-    from taia.train.molora import read_molora_tensors
-
-    names = [f"{m.unwrapped}.weight" for m in group_modules(inputs.adapter_tensors).values()]
     molora = read_molora_tensors(inputs.adapter_dir)
-    if molora is not None:
-        names += list(molora[1])
-    return mm, names, molora is not None
+    modules = [*group_modules(inputs.adapter_tensors), *(molora_numels(molora[1]) if molora else {})]
+    return mm, [module_tensor(p) for p in modules], molora is not None
 
 
 def choose(specs: list[TaiaSpec], results: dict[str, Any], task: str) -> TaiaSpec:

@@ -42,7 +42,7 @@ class MoLoraCheckpoints(TrainerCallback):
 
     def on_save(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
         if state.is_world_process_zero:
-            from taia.train.molora import save_molora
+            from taia.molora import save_molora
 
             save_molora(self.model, Path(args.output_dir) / f"checkpoint-{state.global_step}", self.config)
 
@@ -50,7 +50,7 @@ class MoLoraCheckpoints(TrainerCallback):
 def restore_molora(model: Any, checkpoint: str) -> None:
     """Load a checkpoint's MoLoRA tensors into the (already injected) model before resuming."""
     from taia.errors import TaiaError
-    from taia.train.molora import molora_state_dict, read_molora_tensors
+    from taia.molora import molora_state_dict, read_molora_tensors
 
     found = read_molora_tensors(Path(checkpoint))
     if found is None:

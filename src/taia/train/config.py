@@ -16,8 +16,8 @@ from typing import Any, ClassVar, Literal, get_args
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from taia.data.mixing import DataSource
+from taia.molora import MoLoraConfig
 from taia.registry import did_you_mean
-from taia.train.molora import MoLoraConfig
 
 Method = Literal["lora", "full", "molora"]
 Only = Literal["attn", "ffn"]

@@ -72,7 +72,7 @@ def _with_lora(cfg: TrainConfig, model: nn.Module, targets: Targets) -> Any:
 
 
 def _with_molora(cfg: TrainConfig, peft_model: Any, mm: ModelMap) -> list[str]:
-    from taia.train.molora import inject_molora
+    from taia.molora import inject_molora
 
     ffn = [p for p in select(mm, BLOCKS["ffn"]).modules if mm.modules[p].group == "ffn"]
     if not ffn:

@@ -86,7 +86,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
 
 def _write_output(cfg: TrainConfig, out: Path, model: Any, trainer: Any, report: dict[str, Any]) -> None:
     if cfg.method == "molora":
-        from taia.train.molora import save_molora
+        from taia.molora import save_molora
 
         save_molora(model, out, cfg.molora)
     callbacks.write_loss_log(out / LOSS, trainer.state.log_history)
