@@ -72,11 +72,6 @@ def test_the_cycle_check_finds_one():
     assert _cycle({"a": {"b"}, "b": set()}) is None
 
 
-@pytest.mark.xfail(
-    not (PACKAGE / "molora.py").exists(),
-    reason="MoLoRA's format still lives in taia.train.molora until the plan part of issue 15 is merged",
-    strict=True,
-)
 def test_only_training_code_imports_taia_train():
     allowed = ("taia.train", "taia.run", "taia.cli")
     offenders = {
