@@ -7,12 +7,15 @@ import shutil
 import subprocess
 import sys
 
+import pytest
 import yaml
 
 from taia.apply import apply
-from taia.cli import main
-from taia.config import ApplyConfig
+from taia.cli import VERBS, main, parse
+from taia.cliargs import flag
+from taia.config import ApplyConfig, build_config
 from taia.io.checkpoint import open_checkpoint
+from taia.train.config import TrainConfig
 
 
 def weights(path) -> dict[str, bytes]:
@@ -74,3 +77,25 @@ def test_console_script_is_installed():
     result = subprocess.run([*exe.split(), "--help"], capture_output=True, text=True, check=False)
     assert result.returncode == 0
     assert "apply" in result.stdout and "inspect" in result.stdout
+
+
+@pytest.mark.parametrize("verb", sorted(VERBS))
+def test_help_lists_every_config_field(verb, capsys):
+    with pytest.raises(SystemExit) as done:
+        parse([verb, "--help"])
+    assert done.value.code == 0
+    text = capsys.readouterr().out
+    spec = VERBS[verb]
+    for name in spec.model().model_fields:
+        assert (name if name in spec.arguments else flag(name)) in text, (verb, name)
+
+
+def test_a_config_field_is_a_flag(tmp_path):
+    """Flags come from the config model: a field no flag was written for by hand is one, typed."""
+    argv = ["train", "--data", "a.json", "--data", "b.json", "--lr", "1e-4", "--lora", "{r: 8}", "--out", "o"]
+    ns = parse(argv)
+    cfg = build_config(TrainConfig, None, {k: v for k, v in vars(ns).items() if k not in ("command", "args")})
+    assert [d.path for d in cfg.data] == ["a.json", "b.json"]
+    assert cfg.lr == 1e-4 and cfg.lora.r == 8
+    ns = parse(["run", "x.yaml", "--no-report-html", "--data-dir", "d"])
+    assert ns.report_html is False and ns.data_dir == "d"

@@ -13,7 +13,8 @@ from taia.eval.metrics import METRICS, gold_margin, lower_is_better
 from taia.eval.results import paired_delta, summarize
 from taia.eval.task import Task
 from taia.run.evidence import margin_rows, plain_words, side_by_side, summary_text
-from taia.run.report import load_run, write_report
+from taia.run.render import write_report
+from taia.run.rundata import load_run
 
 CSQA = Task("csqa", "mc", "", 8)
 PERSONA = Task("persona", "adoption", "", 8)

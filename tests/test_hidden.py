@@ -17,7 +17,8 @@ import yaml
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from conftest import lora_adapter, perturbed, tiny_model
-from taia.analysis import hidden, report
+from taia.analysis import hidden
+from taia.analysis import hidden_outputs as report
 from taia.cli import main
 from taia.config import InspectConfig, build_config
 from taia.errors import TaiaError

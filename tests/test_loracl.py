@@ -189,7 +189,7 @@ def test_experiment_without_vanilla_fails_before_training(tmp_path):
 
 
 def test_report_shows_loracl_in_the_given_order(tmp_path, chat_model, tuned, monkeypatch):
-    from taia.run.report import write_report
+    from taia.run.render import write_report
 
     monkeypatch.setattr("taia.run.plots.make_plots", lambda *a: {})  # plots take any variant names; slow
 

@@ -14,7 +14,8 @@ import pytest
 
 from taia.errors import TaiaError
 from taia.run.plots import moving_average, norm_grid
-from taia.run.report import load_run, mean_row, shown, table_rows, write_report
+from taia.run.render import write_report
+from taia.run.rundata import load_run, mean_row, shown, table_rows
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 VARIANTS = ("base", "vanilla", "taia", "taif")

@@ -10,7 +10,9 @@
     taia run EXPERIMENT.yaml [key=value ...]
     taia report RUN_DIR [--no-html]
 
-Flags and `key=value` overrides may come in any order. User errors — bad flags, bad configs, bad inputs,
+Each verb's flags are its config model's fields (`taia.cliargs`: `taia VERB --help` lists them all);
+a YAML file and `key=value` overrides set the same fields. Flags and overrides may come in any order
+(file < flags < overrides). User errors — bad flags, bad configs, bad inputs,
 and file-system errors such as a full disk — print one line (`taia: error: …`) and exit 2. Exercised by
 tests/test_cli.py and tests/test_refusals.py.
 """
@@ -24,6 +26,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
+from taia.cliargs import FINE_TUNE, HELP, Verb, add_options
 from taia.errors import TaiaError
 
 
@@ -35,20 +38,43 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"taia: error: {verb + ': ' if verb else ''}{message}\n")
 
 
-def _limit(text: str) -> int | dict[str, Any]:
-    """`--limit 300`, or a limit per task as a YAML mapping (`--limit '{persona: 100, csqa: 300}'`)."""
-    import yaml
-
-    try:
-        value = yaml.safe_load(text)
-    except yaml.YAMLError:
-        value = None
-    if isinstance(value, (int, dict)) and not isinstance(value, bool):
-        return value
-    raise argparse.ArgumentTypeError(f"expected N or {{task: N, ...}}, got {text!r}")
-
-
-_DATA_DIR_HELP = "root of local data files (default: $TAIA_DATA_DIR, else ../shared/data when it exists)"
+VERBS = {
+    "apply": Verb(
+        "build a TAIA adapter or checkpoint from base + fine-tune",
+        "taia.config:ApplyConfig",
+        exclusive=FINE_TUNE,
+    ),
+    "inspect": Verb("parameter counts and update norms per group and layer", "taia.config:InspectConfig"),
+    "train": Verb("fine-tune (LoRA, full, TOA/TOF, MoLoRA) with TRL + PEFT", "taia.train.config:TrainConfig"),
+    "eval": Verb(
+        "evaluate variants (base, vanilla, taia, taif, specs) on tasks",
+        "taia.eval.config:EvalConfig",
+        exclusive=FINE_TUNE,
+    ),
+    "search": Verb(
+        "pick the best spec on a dev split, test it on held-out tasks",
+        "taia.search.config:SearchConfig",
+        exclusive=FINE_TUNE,
+    ),
+    "run": Verb(
+        "a whole experiment: train → variants → eval → report (cached, resumable)",
+        "taia.run.experiment:ExperimentConfig",
+        positional=("EXPERIMENT.yaml [key=value]", "experiment file and overrides"),
+    ),
+    "quickstart": Verb(
+        "the method made visible on SmolLM2-135M in ~6 min on 2 CPU cores: identity-shift LoRA, then "
+        "base/vanilla/TAIA/TAIF on persona adoption and CommonsenseQA",
+        "taia.run.experiment:ExperimentConfig",
+        positional=("key=value", "overrides of the packaged quickstart experiment"),
+    ),
+    "report": Verb(
+        "(re-)render a run's report: Markdown, CSV/JSON, HTML, plots",
+        "taia.config:ReportConfig",
+        positional=("", ""),
+        arguments=("run_dir",),
+    ),
+}
+_EXPERIMENTS = ("run", "quickstart")  # their --data-dir is not a field: it sets both sections' data_dir
 
 
 def _split_positionals(items: list[str]) -> tuple[str | None, list[str]]:
@@ -59,145 +85,23 @@ def _split_positionals(items: list[str]) -> tuple[str | None, list[str]]:
     return (files[0] if files else None), [x for x in items if "=" in x]
 
 
-def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("args", nargs="*", metavar="[CONFIG.yaml] [key=value]", help="config file and overrides")
-    p.add_argument("--allow-pickle", action="store_true", help="load .bin weights (with weights_only=True)")
-    p.add_argument("--trust-remote-code", action="store_true")
-
-
-def _parser() -> argparse.ArgumentParser:
+def _parser(argv: Sequence[str]) -> argparse.ArgumentParser:
+    """Every verb; only the one named in `argv` gets its options, so only its config model is imported
+    (`taia --help` imports none)."""
     parser = _Parser(prog="taia", description="Train all, infer with the fine-tuned attention.")
     sub = parser.add_subparsers(dest="command", required=True)
-    _apply_parser(sub)
-    ip = sub.add_parser("inspect", help="parameter counts and update norms per group and layer")
-    ip.add_argument("--model")
-    ip.add_argument("--base")
-    ip.add_argument("--adapter")
-    ip.add_argument("--finetuned")
-    ip.add_argument("--json", dest="json_output", action="store_true", help="print JSON instead of a table")
-    _hidden_args(ip)
-    _common(ip)
-    _train_parser(sub)
-    _eval_parser(sub)
-    _search_parser(sub)
-    xp = sub.add_parser(
-        "run", help="a whole experiment: train → variants → eval → report (cached, resumable)"
-    )
-    xp.add_argument(
-        "args", nargs="*", metavar="EXPERIMENT.yaml [key=value]", help="experiment file and overrides"
-    )
-    qp = sub.add_parser(
-        "quickstart",
-        help="the method made visible on SmolLM2-135M in ~6 min on 2 CPU cores: identity-shift LoRA, then "
-        "base/vanilla/TAIA/TAIF on persona adoption and CommonsenseQA",
-    )
-    qp.add_argument(
-        "args", nargs="*", metavar="key=value", help="overrides of the packaged quickstart experiment"
-    )
-    for p in (xp, qp):
-        p.add_argument("--data-dir", help=_DATA_DIR_HELP + " (training and test data)")
-    rp = sub.add_parser("report", help="(re-)render a run's report: Markdown, CSV/JSON, HTML, plots")
-    rp.add_argument("run_dir", help="a run dir (RUN/eval/results.json) or a `taia eval --out` dir")
-    rp.add_argument("--no-html", action="store_true", help="skip report.html")
+    chosen = next((a for a in argv if not a.startswith("-")), None)
+    for name, verb in VERBS.items():
+        p = sub.add_parser(name, help=verb.help)
+        if name == chosen:
+            add_options(p, verb)
+        if name == chosen and name in _EXPERIMENTS:
+            p.add_argument("--data-dir", help=HELP["data_dir"] + " (training and test data)")
     return parser
 
 
-def _apply_parser(sub: Any) -> None:
-    ap = sub.add_parser("apply", help="build a TAIA adapter or checkpoint from base + fine-tune")
-    ap.add_argument("--base", help="base model dir or hub id")
-    src = ap.add_mutually_exclusive_group()
-    src.add_argument("--adapter", help="PEFT LoRA adapter dir")
-    src.add_argument("--finetuned", help="fully fine-tuned checkpoint dir")
-    ap.add_argument("--out", help="output dir (written atomically)")
-    ap.add_argument("--spec", help="preset (taia, taia-ref, taif, vanilla, base) or a YAML file")
-    ap.add_argument("--format", choices=["adapter", "merged"], help="output for adapters (default: adapter)")
-    ap.add_argument("--overwrite", action="store_true", help="replace an existing output dir")
-    ap.add_argument("--max-shard-size", help="merged output shard size, e.g. 5GB")
-    ap.add_argument(
-        "--skip-finite-check", action="store_true",
-        help="full checkpoints: do not scan the written tensors for NaN/Inf (inputs you trust)",
-    )  # fmt: skip
-    _common(ap)
-
-
-def _hidden_args(ip: argparse.ArgumentParser) -> None:
-    ip.add_argument(
-        "--hidden-states", action="store_true",
-        help="per-layer cosine to base and rank ratio after attention, per variant, on task prompts",
-    )  # fmt: skip
-    ip.add_argument("--tasks", help="comma-separated tasks whose prompts are the inputs")
-    ip.add_argument("--limit", type=int, help="a seeded subset of at most N prompts per task")
-    ip.add_argument("--variants", help="comma-separated presets or spec files (default vanilla,taia,taif)")
-    ip.add_argument("--protocol", choices=["paper", "standard"], help="prompt protocol (default standard)")
-    ip.add_argument("--batch-size", type=int)
-    ip.add_argument("--data-dir", help=_DATA_DIR_HELP)
-    ip.add_argument("--out", help="dir for hidden_states.json / .csv and plots (created; other files kept)")
-
-
-def _model_args(p: argparse.ArgumentParser, flag: str) -> None:
-    """The base model and at most one fine-tune of it (eval and search take the same)."""
-    p.add_argument(flag, help="base model: named, local dir or hub id")
-    src = p.add_mutually_exclusive_group()
-    src.add_argument("--adapter", help="PEFT LoRA (or MoLoRA) adapter dir")
-    src.add_argument("--finetuned", help="fully fine-tuned checkpoint dir")
-
-
-def _eval_parser(sub: Any) -> None:
-    ep = sub.add_parser("eval", help="evaluate variants (base, vanilla, taia, taif, specs) on tasks")
-    _model_args(ep, "--model")
-    ep.add_argument(
-        "--variants", help="comma-separated presets or spec YAML files (default base,vanilla,taia)"
-    )
-    ep.add_argument(
-        "--tasks",
-        help="comma-separated task names (gsm8k, csqa, mmlu, persona, ...) or task YAML files",
-    )
-    ep.add_argument(
-        "--limit",
-        type=_limit,
-        help="a seeded subset of at most N samples per task, or '{persona: 100, csqa: 300}'",
-    )
-    ep.add_argument("--protocol", choices=["paper", "standard"])
-    ep.add_argument("--metric-mode", choices=["strict", "flexible", "lenient"])
-    ep.add_argument("--backend", choices=["hf", "vllm"])
-    ep.add_argument("--harness", choices=["taia", "lm-eval"])
-    ep.add_argument("--batch-size", type=int)
-    ep.add_argument("--data-dir", help=_DATA_DIR_HELP)
-    ep.add_argument("--out", help="results dir (re-running resumes)")
-    ep.add_argument("--overwrite", action="store_true", help="delete --out first")
-    _common(ep)
-
-
-def _search_parser(sub: Any) -> None:
-    sp = sub.add_parser("search", help="pick the best spec on a dev split, test it on held-out tasks")
-    _model_args(sp, "--base")
-    sp.add_argument("--dev-task", help="task whose seeded subset scores the grid")
-    sp.add_argument("--dev-limit", type=int, help="dev samples (default 100)")
-    sp.add_argument("--test-tasks", help="comma-separated held-out tasks (the dev task's rest allowed)")
-    sp.add_argument("--test-limit", type=int, help="at most N test samples per task")
-    sp.add_argument("--batch-size", type=int)
-    sp.add_argument("--data-dir", help=_DATA_DIR_HELP)
-    sp.add_argument("--out", help="output dir (re-running resumes)")
-    sp.add_argument("--overwrite", action="store_true", help="delete --out first")
-    _common(sp)
-
-
-def _train_parser(sub: Any) -> None:
-    tp = sub.add_parser("train", help="fine-tune (LoRA, full, TOA/TOF, MoLoRA) with TRL + PEFT")
-    tp.add_argument("--model", help="named model (smollm2-135m-instruct), local dir or hub id")
-    tp.add_argument("--data", action="append", help="data file or hub dataset id (repeatable)")
-    tp.add_argument("--data-dir", help=_DATA_DIR_HELP)
-    tp.add_argument("--method", help="lora (default), full, toa, tof or molora")
-    tp.add_argument("--out", help="output dir")
-    tp.add_argument("--max-steps", type=int, help="stop after this many optimizer steps")
-    tp.add_argument("--limit", type=int, help="use at most this many training rows")
-    tp.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
-    tp.add_argument("--overwrite", action="store_true", help="delete --out and train from scratch")
-    _common(tp)
-
-
-def _flags(ns: argparse.Namespace) -> dict[str, Any]:
-    return {k: v for k, v in vars(ns).items() if k not in ("command", "args")}
+def _flags(ns: argparse.Namespace, skip: tuple[str, ...] = ()) -> dict[str, Any]:
+    return {k: v for k, v in vars(ns).items() if k not in ("command", "args", *skip)}
 
 
 def _run_apply(ns: argparse.Namespace) -> None:
@@ -232,10 +136,10 @@ def _run_inspect(ns: argparse.Namespace) -> None:
     file, overrides = _split_positionals(ns.args)
     cfg = build_config(InspectConfig, file, _flags(ns), overrides)
     if cfg.hidden_states:
-        from taia.analysis import hidden, report
+        from taia.analysis import hidden, hidden_outputs
 
         result = hidden.inspect_hidden(cfg)
-        print(json.dumps(result, indent=2) if cfg.json_output else report.render(result))
+        print(json.dumps(result, indent=2) if cfg.json_output else hidden_outputs.render(result))
         if cfg.out and not cfg.json_output:  # --json keeps stdout pure JSON
             print(f"wrote {cfg.out}")
         return
@@ -248,9 +152,7 @@ def _run_train(ns: argparse.Namespace) -> None:
     from taia.train import TrainConfig, train
 
     file, overrides = _split_positionals(ns.args)
-    flags = _flags(ns)
-    flags["data"] = [{"path": d} for d in flags["data"]] if flags["data"] else None
-    cfg = build_config(TrainConfig, file, flags, overrides)
+    cfg = build_config(TrainConfig, file, _flags(ns), overrides)  # a bare --data path is one source
     report = train(cfg)
     if report:  # empty on the non-main processes of a multi-process run
         loss = f"mean loss {report['train_loss']:.4f}"
@@ -298,7 +200,8 @@ def _run_run(ns: argparse.Namespace) -> None:
     file, overrides = _split_positionals(ns.args)
     if file is None:
         raise TaiaError("give an experiment file: taia run EXPERIMENT.yaml [key=value ...]")
-    run(_with_data_dir(build_config(ExperimentConfig, file, {}, overrides), ns.data_dir))
+    cfg = build_config(ExperimentConfig, file, _flags(ns, ("data_dir",)), overrides)
+    run(_with_data_dir(cfg, ns.data_dir))
 
 
 def _run_quickstart(ns: argparse.Namespace) -> None:
@@ -312,9 +215,10 @@ def _run_quickstart(ns: argparse.Namespace) -> None:
     if file is not None:
         raise TaiaError(f"quickstart takes only key=value overrides, got {file!r}; use `taia run {file}`")
     with resources.as_file(resources.files("taia.run") / "quickstart.yaml") as path:
-        cfg = _with_data_dir(build_config(ExperimentConfig, str(path), {}, overrides), ns.data_dir)
+        cfg = build_config(ExperimentConfig, str(path), _flags(ns, ("data_dir",)), overrides)
+    cfg = _with_data_dir(cfg, ns.data_dir)
     from taia.run.evidence import summary_text
-    from taia.run.report import load_run
+    from taia.run.rundata import load_run
 
     start = time.perf_counter()
     result = run(cfg)
@@ -323,9 +227,11 @@ def _run_quickstart(ns: argparse.Namespace) -> None:
 
 
 def _run_report(ns: argparse.Namespace) -> None:
-    from taia.run.report import write_report
+    from taia.config import ReportConfig, build_config
+    from taia.run.render import write_report
 
-    paths = write_report(Path(ns.run_dir), html=not ns.no_html)
+    cfg = build_config(ReportConfig, None, _flags(ns))
+    paths = write_report(Path(cfg.run_dir), html=cfg.html)
     print(Path(paths["md"]).read_text())
     print(f"wrote {', '.join(str(p) for p in paths.values())}")
 
@@ -340,7 +246,8 @@ _COMMANDS = {
 def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """Flags and positionals intermixed: argparse hands back the positionals (overrides) that follow a
     flag as extras; they join the others in order. An unknown flag is still an error."""
-    parser = _parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = _parser(argv)
     ns, extra = parser.parse_known_args(argv)
     flags = [x for x in extra if x.startswith("-")]
     if flags or (extra and not isinstance(getattr(ns, "args", None), list)):

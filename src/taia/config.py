@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, ClassVar, Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -20,23 +20,46 @@ from taia.spec import load_mapping, one_line
 C = TypeVar("C", bound=BaseModel)
 
 
-class ApplyConfig(BaseModel):
+class OneFineTune(BaseModel):
+    """The rule for configs with an `adapter` / `finetuned` pair: one of them (`FINE_TUNE_REQUIRED`), or
+    at most one (a base model alone is fine: `taia eval` of base). No fields of its own, so each config
+    keeps its own field order (and so its resolved config file's)."""
+
+    FINE_TUNE_REQUIRED: ClassVar[bool] = True
+
+    @model_validator(mode="after")
+    def _one_fine_tune(self) -> Any:
+        given = [k for k in ("adapter", "finetuned") if getattr(self, k) is not None]
+        if len(given) > 1 or (self.FINE_TUNE_REQUIRED and not given):
+            which = "exactly" if self.FINE_TUNE_REQUIRED else "at most"
+            pair = "adapter (a PEFT LoRA dir) or finetuned (a full checkpoint)"
+            raise ValueError(f"give {which} one of {pair}")
+        return self
+
+
+class ApplyConfig(OneFineTune):
     """`taia apply`: base + (LoRA adapter | full fine-tune) + spec → a TAIA model."""
 
     model_config = ConfigDict(extra="forbid")
-    base: str
+    base: str = Field(description="base model dir or hub id")
     adapter: str | None = None
     finetuned: str | None = None
-    out: str
-    spec: str | dict[str, Any] = "taia"
-    format: Literal["adapter", "merged"] | None = None
-    overwrite: bool = False
+    out: str = Field(description="output dir (written atomically)")
+    spec: str | dict[str, Any] = Field(
+        "taia", description="preset (taia, taia-ref, taif, vanilla, base) or a YAML file"
+    )
+    format: Literal["adapter", "merged"] | None = Field(
+        None, description="output for adapters (default: adapter)"
+    )
+    overwrite: bool = Field(False, description="replace an existing output dir")
     allow_pickle: bool = False
     trust_remote_code: bool = False
-    max_shard_size: str = "5GB"
+    max_shard_size: str = Field("5GB", description="merged output shard size, e.g. 5GB")
     # Full checkpoints: every float tensor written is scanned for NaN/Inf (fp16 overflow in training
     # leaves such checkpoints); true skips the scan for inputs the user trusts.
-    skip_finite_check: bool = False
+    skip_finite_check: bool = Field(
+        False, description="full checkpoints: do not scan the written tensors for NaN/Inf (inputs you trust)"
+    )
 
     @field_validator("max_shard_size")
     @classmethod
@@ -46,9 +69,7 @@ class ApplyConfig(BaseModel):
         return v
 
     @model_validator(mode="after")
-    def _one_source(self) -> ApplyConfig:
-        if (self.adapter is None) == (self.finetuned is None):
-            raise ValueError("give exactly one of adapter (a PEFT LoRA dir) or finetuned (a full checkpoint)")
+    def _format(self) -> ApplyConfig:
         if self.finetuned is not None and self.format == "adapter":
             raise ValueError(
                 "format=adapter needs a LoRA adapter; a full fine-tune always gives a checkpoint"
@@ -66,23 +87,29 @@ class InspectConfig(BaseModel):
     (`taia.analysis.hidden`)."""
 
     model_config = ConfigDict(extra="forbid")
-    model: str | None = None
-    base: str | None = None
+    model: str | None = Field(None, description="a model alone: parameter counts per group and layer")
+    base: str | None = Field(None, description="base model of the fine-tune (with --adapter or --finetuned)")
     adapter: str | None = None
     finetuned: str | None = None
-    json_output: bool = False
+    json_output: bool = Field(False, description="print JSON instead of a table")
     allow_pickle: bool = False
     trust_remote_code: bool = False
-    # --hidden-states: per-layer cosine to base and rank ratio after the attention residual
-    hidden_states: bool = False
-    tasks: list[str] | None = None
-    limit: int | None = Field(None, gt=0)
-    variants: list[str] = ["vanilla", "taia", "taif"]  # base is always the reference
-    protocol: Literal["paper", "standard"] = "standard"
+    hidden_states: bool = Field(
+        False,
+        description="per-layer cosine to base and rank ratio after attention, per variant, on task prompts",
+    )
+    tasks: list[str] | None = Field(None, description="comma-separated tasks whose prompts are the inputs")
+    limit: int | None = Field(None, gt=0, description="a seeded subset of at most N prompts per task")
+    variants: list[str] = Field(
+        ["vanilla", "taia", "taif"], description="presets or spec files (base is always the reference)"
+    )
+    protocol: Literal["paper", "standard"] = Field("standard", description="prompt protocol")
     data_dir: str | None = None
     chat_template: str | None = None  # as in `taia eval`: prompts are built the same way
-    out: str | None = None
-    batch_size: int = Field(8, gt=0)
+    out: str | None = Field(
+        None, description="dir for hidden_states.json / .csv and plots (created; other files kept)"
+    )
+    batch_size: int = Field(8, gt=0, description="prompts per forward pass")
     seed: int = 0
 
     @model_validator(mode="before")
@@ -123,6 +150,14 @@ class InspectConfig(BaseModel):
 _HIDDEN_ONLY = (
     "tasks", "limit", "variants", "protocol", "data_dir", "chat_template", "out", "batch_size", "seed",
 )  # fmt: skip
+
+
+class ReportConfig(BaseModel):
+    """`taia report RUN_DIR`: re-render a run's report from what its dir holds (`taia.run.render`)."""
+
+    model_config = ConfigDict(extra="forbid")
+    run_dir: str = Field(description="a run dir (RUN/eval/results.json) or a `taia eval --out` dir")
+    html: bool = Field(True, description="write report.html (--no-html: skip it)")
 
 
 def comma_lists(data: Any, keys: tuple[str, ...]) -> Any:
@@ -175,12 +210,19 @@ def build_config(
     data: dict[str, Any] = {}
     if file:
         data.update(load_mapping(Path(file), "config file"))
-    data.update({k: v for k, v in flags.items() if v is not None and v is not False})
+    data.update({k: v for k, v in flags.items() if _given(cls, k, v)})
     _deep_update(data, parse_overrides(overrides or []))
     try:
         return cls.model_validate(data)
     except ValidationError as e:
         raise TaiaError(f"invalid {cls.__name__}: {one_line(e, cls)}") from None
+
+
+def _given(cls: type[BaseModel], key: str, value: Any) -> bool:
+    """A flag the user gave: None is one left out, and so is False, a switch not thrown — except for a
+    field whose default is true, where False can only be its `--no-…` flag."""
+    field = cls.model_fields.get(key)
+    return value is not None and (value is not False or (field is not None and field.default is True))
 
 
 def _deep_update(dst: dict[str, Any], src: dict[str, Any]) -> None:
@@ -203,10 +245,10 @@ def _update_items(items: list[Any], src: dict[str, Any], key: str) -> None:
             items[int(i)] = v
 
 
-def changed_keys(saved: Path, cfg: BaseModel, ignore: tuple[str, ...] = ()) -> list[str]:
-    """Top-level keys whose value in the saved resolved config differs from `cfg`'s, sorted: what keeps a
-    run dir from being resumed with `cfg` (`ignore`: keys that may differ, such as overwrite)."""
-    old = yaml.safe_load(saved.read_text()) or {}
+def changed_keys(old: dict[str, Any], cfg: BaseModel, ignore: tuple[str, ...] = ()) -> list[str]:
+    """Top-level keys whose value in a saved resolved config (`old`, as read back) differs from `cfg`'s,
+    sorted: what keeps an output from being resumed with `cfg` (`ignore`: keys that may differ, such as
+    overwrite)."""
     new = cfg.model_dump(mode="json")
     return sorted(k for k in new.keys() | old.keys() if k not in ignore and old.get(k) != new.get(k))
 

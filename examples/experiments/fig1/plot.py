@@ -15,7 +15,7 @@ import json
 import sys
 from pathlib import Path
 
-from taia.run.report import load_run
+from taia.run.rundata import load_run
 
 TASK = "commonsenseqa"
 VARIANTS = ("base", "vanilla", "taia")

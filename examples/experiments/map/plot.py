@@ -13,7 +13,7 @@ import json
 import sys
 from pathlib import Path
 
-from taia.run.report import load_run
+from taia.run.rundata import load_run
 
 COMPARISONS = (("vanilla", "base"), ("taia", "base"), ("taif", "base"), ("taia", "vanilla"))
 

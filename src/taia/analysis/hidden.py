@@ -301,7 +301,7 @@ def inspect_hidden(cfg: InspectConfig, samples: dict[str, list[Sample]] | None =
     """Cosine to base and rank ratio per layer × variant on the tasks' prompts; writes `cfg.out` if set.
 
     `samples` (task → samples) replaces loading `cfg.tasks` from the data root."""
-    from taia.analysis.report import write_outputs
+    from taia.analysis.hidden_outputs import write_outputs
 
     assert cfg.tasks is not None and cfg.base is not None
     tasks = {name: get_task(name) for name in cfg.tasks}

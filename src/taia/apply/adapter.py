@@ -23,7 +23,7 @@ from taia.io.hf import ADAPTER_CONFIG, ADAPTER_SAFE, copy_aux
 from taia.lora import LoraModule, group_modules
 from taia.molora import molora_numels, read_molora_tensors
 from taia.plan import Plan, make_plan, summarize
-from taia.report import build_report, describe_input, write_report
+from taia.provenance import build_report, describe_input, write_report
 from taia.spec import TaiaSpec
 
 

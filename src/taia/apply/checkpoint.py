@@ -24,7 +24,7 @@ from taia.io.checkpoint import SAFE_INDEX, SAFE_SINGLE, Checkpoint, Item, Tensor
 from taia.io.finite import is_finite
 from taia.io.hf import copy_aux
 from taia.plan import Plan, summarize
-from taia.report import build_report, describe_input, write_report
+from taia.provenance import build_report, describe_input, write_report
 from taia.spec import TaiaSpec
 
 

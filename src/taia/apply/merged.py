@@ -18,7 +18,7 @@ from taia.apply.adapter import adapter_report, filter_adapter
 from taia.errors import TaiaError
 from taia.io.atomic import atomic_dir, check_output
 from taia.io.hf import ADAPTER_CONFIG, ADAPTER_SAFE, copy_aux, load_kwargs
-from taia.report import write_report
+from taia.provenance import write_report
 from taia.spec import TaiaSpec
 
 # save_pretrained writes these itself (from the loaded model); the rest come from the base dir.

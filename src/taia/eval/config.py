@@ -5,11 +5,11 @@ Exercised by `taia eval --model M --adapter A --variants base,vanilla,taia --tas
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from taia.config import comma_lists, distinct_items
+from taia.config import OneFineTune, comma_lists, distinct_items
 
 # Keys that change what a stored sample's answer means; a results dir refuses to mix them.
 IDENTITY = (
@@ -28,40 +28,53 @@ class EvalOptions(BaseModel):
     """How questions are asked, answered and scored: shared by `taia eval` and `taia search`."""
 
     model_config = ConfigDict(extra="forbid")
-    protocol: Literal["paper", "standard"] = "standard"
-    metric_mode: Literal["strict", "flexible", "lenient"] = "strict"
-    backend: Literal["hf", "vllm"] = "hf"
-    batch_size: int = Field(16, gt=0)
-    max_new_tokens: int | None = Field(None, gt=0)  # None: each task's own budget
+    protocol: Literal["paper", "standard"] = Field(
+        "standard", description="prompt protocol: the paper's prompts, or the model's chat template"
+    )
+    metric_mode: Literal["strict", "flexible", "lenient"] = Field(
+        "strict", description="how an answer is extracted from generated text"
+    )
+    backend: Literal["hf", "vllm"] = Field("hf", description="inference backend")
+    batch_size: int = Field(16, gt=0, description="prompts per batch")
+    max_new_tokens: int | None = Field(None, gt=0, description="generation budget (default: each task's own)")
     data_dir: str | None = None
     chat_template: str | None = None
     seed: int = 0
     trust_remote_code: bool = False
     allow_pickle: bool = False  # .bin weights, loaded with weights_only=True (as in `taia apply`)
-    overwrite: bool = False
+    overwrite: bool = Field(False, description="delete --out first")
 
     def load_options(self) -> dict[str, bool]:
         """The pickle rule and remote-code choice, as `taia.check.check_inputs` takes them."""
         return {"allow_pickle": self.allow_pickle, "trust_remote_code": self.trust_remote_code}
 
 
-class EvalConfig(EvalOptions):
+class EvalConfig(EvalOptions, OneFineTune):
     """`taia eval`: a model (+ adapter or fine-tune) → variants × tasks → per-sample JSONL + results.json."""
 
-    model: str = "smollm2-135m-instruct"
+    FINE_TUNE_REQUIRED: ClassVar[bool] = False  # the base alone: `taia eval --variants base`
+
+    model: str = Field("smollm2-135m-instruct", description="base model: named, local dir or hub id")
     adapter: str | None = None
     finetuned: str | None = None
-    variants: list[str] = ["base", "vanilla", "taia"]
-    tasks: list[str]
-    out: str
-    # at most N seeded samples per task, or per task by name ({persona: 50, commonsenseqa: 300})
-    limit: int | dict[str, int] | None = None
-    harness: Literal["taia", "lm-eval"] = "taia"
-    lm_eval_include: str | None = None  # extra lm-eval task YAMLs (lm-eval's --include_path)
+    variants: list[str] = Field(["base", "vanilla", "taia"], description="presets or spec YAML files")
+    tasks: list[str] = Field(
+        description="task names (gsm8k, csqa, mmlu, persona, ...) or task YAML files, comma-separated"
+    )
+    out: str = Field(description="results dir (re-running resumes)")
+    limit: int | dict[str, int] | None = Field(
+        None, description="a seeded subset of at most N samples per task, or '{persona: 100, csqa: 300}'"
+    )
+    harness: Literal["taia", "lm-eval"] = Field("taia", description="taia's own tasks, or lm-eval's")
+    lm_eval_include: str | None = Field(
+        None, description="extra lm-eval task YAMLs (lm-eval's --include_path)"
+    )
     # Task `persona` (kind adoption): what marks the fine-tune's persona in an answer — a regex, or the
     # signature of these training files' answers; neither: the fine-tune's own taia_train.yaml data.
-    persona_pattern: str | None = None
-    persona_data: list[str] = []
+    persona_pattern: str | None = Field(None, description="task persona: a regex that marks the persona")
+    persona_data: list[str] = Field(
+        [], description="task persona: training files whose answers' signature marks the persona"
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -90,12 +103,6 @@ class EvalConfig(EvalOptions):
         canonical = TASKS.get(task.partition(":")[0]).name if task.partition(":")[0] in TASKS else task
         named = [n for n in self.limit if n == task or (n in TASKS and TASKS.get(n).name == canonical)]
         return self.limit[named[0]] if named else None
-
-    @model_validator(mode="after")
-    def _one_source(self) -> EvalConfig:
-        if self.adapter is not None and self.finetuned is not None:
-            raise ValueError("give at most one of adapter (a PEFT LoRA dir) or finetuned (a full checkpoint)")
-        return self
 
     def identity(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in IDENTITY}

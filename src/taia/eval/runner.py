@@ -15,10 +15,7 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
-import yaml
-
 from taia.check import check_inputs
-from taia.config import config_yaml
 from taia.errors import TaiaError
 from taia.eval import loracl, persona
 from taia.eval.config import EvalConfig
@@ -29,9 +26,10 @@ from taia.eval.scored import ScoredRow
 from taia.eval.task import Sample, Task
 from taia.eval.tasks import get_task, load_samples, task_keys
 from taia.eval.variants import resolve_specs, variant_names
+from taia.io import stage
 from taia.io.rows import data_root
 from taia.io.timings import LOG, sum_seconds, timed
-from taia.report import versions
+from taia.provenance import versions
 
 if TYPE_CHECKING:  # typing only: the backends package loads torch
     from taia.eval.backends.base import Backend, PromptScorer
@@ -175,23 +173,20 @@ def _finish(
     return report
 
 
-def _check_out(cfg: EvalConfig, out: Path) -> None:
-    saved = out / CONFIG
-    if saved.is_file() and not cfg.overwrite:
-        old = yaml.safe_load(saved.read_text()) or {}
-        changed = [k for k, v in cfg.identity().items() if old.get(k) != v]
-        if changed:
-            raise TaiaError(
-                f"{out} holds results for another {', '.join(changed)}; use another out or overwrite=true"
-            )
-    elif out.exists() and cfg.overwrite:
-        import shutil
+_OUTPUT = stage.OutputKind(
+    config=CONFIG,
+    foreign="{out} exists and is not a taia eval output; use another out",
+    changed="{out} holds results for another {keys}; use another out or overwrite=true",
+)
 
-        shutil.rmtree(out)
-    elif out.exists() and any(out.iterdir()):
-        raise TaiaError(f"{out} exists and is not a taia eval output; use another out")
-    out.mkdir(parents=True, exist_ok=True)
-    saved.write_text(config_yaml(cfg))
+
+def _check_out(cfg: EvalConfig, out: Path) -> None:
+    """Resume an output with the same identity (answers mean the same), refuse anything else."""
+    identity = cfg.identity()
+    decision = stage.decide(
+        out, _OUTPUT, lambda old: [k for k, v in identity.items() if old.get(k) != v], cfg.overwrite
+    )
+    stage.prepare(out, CONFIG, cfg, decision)
 
 
 def _answer(

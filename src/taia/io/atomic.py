@@ -1,9 +1,10 @@
-"""Atomic output directories: write into a temp dir beside the target, rename at the end.
+"""Atomic outputs: a whole directory (written into a temp dir beside the target, renamed at the end) or one
+file (`write_file`: a temp file beside it, renamed over it).
 
 A failed `taia apply` leaves no partial output behind; a file-system error (read-only mount, full disk)
 is one line naming the output. The finished output follows the umask, as `save_pretrained`'s would:
-`mkdtemp` makes its dir 0700, and the rename would carry that over. Exercised by tests/test_errors.py
-and tests/test_refusals.py.
+`mkdtemp` makes its dir 0700, and the rename would carry that over. Exercised by `taia apply` (dirs),
+`taia report` and `taia inspect --hidden-states` (files), tests/test_errors.py and tests/test_refusals.py.
 """
 
 from __future__ import annotations
@@ -44,6 +45,21 @@ def atomic_dir(out: str | Path, overwrite: bool = False) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def write_file(path: Path, data: str | bytes) -> Path:
+    """Write `path` through a temp file in its dir, so that a reader (or a crash) never sees half a file;
+    text is UTF-8. The file follows the umask (`mkstemp` would leave it 0600)."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data.encode("utf-8") if isinstance(data, str) else data)
+        os.chmod(tmp, 0o666 & ~umask())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
 
 
 def write_error(out: Path, e: OSError) -> TaiaError:

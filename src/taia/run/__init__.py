@@ -3,7 +3,7 @@
     taia run EXPERIMENT.yaml [key=value ...]
     taia report RUN_DIR
 
-Names load lazily: importing `taia.run.report` pulls in neither torch nor matplotlib.
+Names load lazily: importing `taia.run.rundata` or `taia.run.render` pulls in neither torch nor matplotlib.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ __all__ = ["ExperimentConfig", "run", "write_report"]
 _EXPORTS = {
     "ExperimentConfig": "taia.run.experiment",
     "run": "taia.run.pipeline",
-    "write_report": "taia.run.report",
+    "write_report": "taia.run.render",
 }
 
 

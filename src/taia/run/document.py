@@ -17,7 +17,7 @@ from typing import Any
 from taia.eval.metrics import lower_is_better, metric
 from taia.eval.results import REFERENCES
 from taia.run.evidence import margin_rows, side_by_side
-from taia.run.report import (
+from taia.run.rundata import (
     LOWER_IS_BETTER,
     PROPORTIONS,
     RunData,

@@ -19,7 +19,7 @@ from typing import Any
 from taia.eval.metrics import metric
 from taia.eval.results import read_rows
 from taia.eval.scored import ScoredRow
-from taia.run.report import RunData, finite, shown
+from taia.run.rundata import RunData, finite, shown
 
 MAX_ANSWER = 240  # characters of an answer shown side by side; the opening is what differs
 BASE_WARN = 0.1  # base never saw the persona: a higher adoption rate means the signature is too common

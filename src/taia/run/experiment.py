@@ -16,7 +16,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from taia.eval.config import EvalConfig
 from taia.spec import one_line
@@ -27,15 +27,19 @@ _FILLED = {"train": ("model", "out"), "eval": ("model", "adapter", "finetuned", 
 
 
 class ExperimentConfig(BaseModel):
+    """`taia run`: the whole experiment in one file (see the module docstring)."""
+
     model_config = ConfigDict(extra="forbid")
-    name: str = "experiment"
-    out: str
-    model: str = "smollm2-135m-instruct"
-    train: dict[str, Any] | None = None
+    name: str = Field("experiment", description="the experiment's name, shown in its report")
+    out: str = Field(description="the run dir")
+    model: str = Field("smollm2-135m-instruct", description="base model: named, local dir or hub id")
+    train: dict[str, Any] | None = Field(
+        None, description="a `taia train` config without model and out (or give adapter / finetuned)"
+    )
     adapter: str | None = None
     finetuned: str | None = None
-    eval: dict[str, Any]
-    report_html: bool = True
+    eval: dict[str, Any] = Field(description="a `taia eval` config without model, adapter, finetuned and out")
+    report_html: bool = Field(True, description="write report.html beside report.md")
 
     @field_validator("train", "eval")
     @classmethod

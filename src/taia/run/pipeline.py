@@ -23,8 +23,8 @@ from typing import Any
 import yaml
 
 from taia.check import check_inputs
-from taia.config import config_yaml
 from taia.eval.variants import resolve_specs
+from taia.io import stage
 from taia.io.timings import LOG, timed
 from taia.run.experiment import ExperimentConfig
 
@@ -35,7 +35,7 @@ INSPECT = "inspect.json"
 def run(cfg: ExperimentConfig) -> dict[str, Any]:
     """Run (or finish) the experiment; returns the report's paths and the eval results."""
     from taia.eval import evaluate
-    from taia.run.report import write_report
+    from taia.run.render import write_report
 
     out = cfg.run_dir
     check_task_files(cfg)
@@ -43,8 +43,7 @@ def run(cfg: ExperimentConfig) -> dict[str, Any]:
         ec = cfg.eval_config()
         check_inputs(cfg.model, ec.adapter, ec.finetuned, list(resolve_specs(ec.variants).values()),
                      **ec.load_options())  # fmt: skip
-    out.mkdir(parents=True, exist_ok=True)
-    (out / EXPERIMENT).write_text(config_yaml(cfg))
+    stage.prepare(out, EXPERIMENT, cfg)  # a run dir always continues: each stage decides for itself
     with timed(out / LOG, stage="train"):
         retrained = train_stage(cfg)
     if retrained:

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from taia.eval.metrics import lower_is_better, metric
-from taia.run.report import PROPORTIONS, RunData, finite
+from taia.run.rundata import PROPORTIONS, RunData, finite
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes

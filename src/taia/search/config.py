@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from taia.config import comma_lists, distinct_items
+from taia.config import OneFineTune, comma_lists, distinct_items
 from taia.eval.config import EvalConfig, EvalOptions
 
 Rest = Literal["base", "finetuned"]
@@ -52,20 +52,24 @@ class Grid(BaseModel):
         return list(dict.fromkeys(v))
 
 
-class SearchConfig(EvalOptions):
+class SearchConfig(EvalOptions, OneFineTune):
     """`taia search`: pick the spec that scores best on a dev split, then test it on held-out tasks;
     questions are asked and scored as `taia eval` does (`EvalOptions`: protocol, batch_size, …)."""
 
-    base: str = "smollm2-135m-instruct"
+    base: str = Field("smollm2-135m-instruct", description="base model: named, local dir or hub id")
     adapter: str | None = None
     finetuned: str | None = None
-    dev_task: str
-    dev_limit: int = Field(100, gt=0)
-    test_tasks: list[str]
-    test_limit: int | None = Field(None, gt=0)
-    test_variants: list[str] = Field(default_factory=lambda: ["base", "vanilla", "taia"])  # beside the choice
-    grid: Grid = Grid()
-    out: str
+    dev_task: str = Field(description="task whose seeded subset scores the grid")
+    dev_limit: int = Field(100, gt=0, description="dev samples")
+    test_tasks: list[str] = Field(description="held-out tasks (the dev task's rest allowed)")
+    test_limit: int | None = Field(None, gt=0, description="at most N test samples per task")
+    test_variants: list[str] = Field(
+        default_factory=lambda: ["base", "vanilla", "taia"], description="tested beside the choice"
+    )
+    grid: Grid = Field(
+        Grid(), description="the candidates: {attn: [..], ffn: [..], ffn_depth: [..], rest: [..]}"
+    )
+    out: str = Field(description="output dir (re-running resumes)")
 
     @model_validator(mode="before")
     @classmethod
@@ -76,12 +80,6 @@ class SearchConfig(EvalOptions):
     @classmethod
     def _distinct(cls, v: list[str]) -> list[str]:
         return distinct_items(v) or []
-
-    @model_validator(mode="after")
-    def _one_source(self) -> SearchConfig:
-        if (self.adapter is None) == (self.finetuned is None):
-            raise ValueError("give exactly one of adapter (a PEFT LoRA dir) or finetuned (a full checkpoint)")
-        return self
 
     def eval_config(self, out: str, tasks: list[str], variants: list[str]) -> EvalConfig:
         """The `taia eval` config of one stage (dev or test) of this search."""

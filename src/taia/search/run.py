@@ -17,7 +17,6 @@ Exercised by tests/test_search.py.
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -25,12 +24,13 @@ import yaml
 
 from taia.check import check_inputs
 from taia.classify import ModelMap
-from taia.config import changed_keys, config_yaml
+from taia.config import changed_keys
 from taia.errors import TaiaError
 from taia.eval.metrics import lower_is_better
 from taia.eval.task import Sample
 from taia.eval.tasks import load_samples, task_family, task_key
 from taia.eval.variants import resolve_specs
+from taia.io import stage
 from taia.io.rows import data_root
 from taia.lora import group_modules
 from taia.molora import molora_numels, read_molora_tensors
@@ -47,7 +47,7 @@ _RUN_KEYS = ("overwrite",)
 def search(cfg: SearchConfig) -> dict[str, Any]:
     """Run (or finish) the search; returns what OUT/search.json holds."""
     from taia.eval.runner import evaluate
-    from taia.search.report import write_search_report
+    from taia.search.summary import write_search_report
 
     out = Path(cfg.out)
     mm, changed, molora = changed_tensors(cfg)  # checks the inputs first, as every verb does
@@ -163,18 +163,14 @@ def _write_best(out: Path, spec: TaiaSpec, dev: dict[str, Any]) -> Path:
     return path
 
 
+_OUTPUT = stage.OutputKind(
+    config=CONFIG,
+    foreign="{out} exists and is not a taia search output; use another out",
+    changed="{out} holds another search (it differs in {keys}); use overwrite=true",
+)
+
+
 def _prepare_out(cfg: SearchConfig, out: Path) -> None:
     """A fresh out dir, or the same search's (resumed); anything else is refused before writing."""
-    saved = out / CONFIG
-    if out.exists() and cfg.overwrite:
-        shutil.rmtree(out)
-    elif saved.is_file():
-        changed = changed_keys(saved, cfg, _RUN_KEYS)
-        if changed:
-            raise TaiaError(
-                f"{out} holds another search (it differs in {', '.join(changed)}); use overwrite=true"
-            )
-    elif out.exists() and any(out.iterdir()):
-        raise TaiaError(f"{out} exists and is not a taia search output; use another out")
-    out.mkdir(parents=True, exist_ok=True)
-    saved.write_text(config_yaml(cfg))
+    decision = stage.decide(out, _OUTPUT, lambda old: changed_keys(old, cfg, _RUN_KEYS), cfg.overwrite)
+    stage.prepare(out, CONFIG, cfg, decision)

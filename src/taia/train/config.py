@@ -79,38 +79,47 @@ class TrainConfig(BaseModel):
     """`taia train`: a base model + instruction data → a LoRA adapter, MoLoRA adapter or full checkpoint."""
 
     model_config = ConfigDict(extra="forbid")
-    model: str = "smollm2-135m-instruct"
-    data: list[DataSource]
-    out: str
+    model: str = Field(
+        "smollm2-135m-instruct", description="named model (smollm2-135m-instruct), local dir or hub id"
+    )
+    data: list[DataSource] = Field(description="data file or hub dataset id (repeatable)")
+    out: str = Field(description="output dir")
     data_dir: str | None = None
-    method: Method = "lora"
-    only: Only | None = None
-    lora: LoraOptions = LoraOptions()
-    molora: MoLoraConfig = MoLoraConfig()
-    regularize: RegularizeOptions | None = None  # none by default: plain SFT loss
-    lr: float | None = Field(None, gt=0)
-    epochs: float = Field(1.0, gt=0)
-    max_steps: int | None = Field(None, gt=0)
-    batch_size: int = Field(128, gt=0)
-    micro_batch_size: int = Field(4, gt=0)
-    scheduler: str = "cosine"
-    warmup: float = Field(0.03, ge=0)
+    # `cli_choices`: the toa / tof shorthands are methods too; the validator names them in its errors
+    method: Method = Field(
+        "lora", description="lora, full, toa, tof or molora", json_schema_extra={"cli_choices": False}
+    )
+    only: Only | None = Field(None, description="train only this block (LoRA or full)")
+    lora: LoraOptions = Field(LoraOptions(), description="LoRA hyper-parameters: {r, alpha, dropout}")
+    molora: MoLoraConfig = Field(MoLoraConfig(), description="MoLoRA experts and router")
+    regularize: RegularizeOptions | None = Field(
+        None, description="L2-SP / EWC penalty: {kind, strength, fisher_samples, fisher_normalize}"
+    )  # none by default: plain SFT loss
+    lr: float | None = Field(None, gt=0, description="learning rate (default: 2e-4, full: 5e-5)")
+    epochs: float = Field(1.0, gt=0, description="passes over the data")
+    max_steps: int | None = Field(None, gt=0, description="stop after this many optimizer steps")
+    batch_size: int = Field(128, gt=0, description="global batch (rows per optimizer step)")
+    micro_batch_size: int = Field(4, gt=0, description="rows per forward pass on each process")
+    scheduler: str = Field("cosine", description="learning-rate schedule (transformers' names)")
+    warmup: float = Field(0.03, ge=0, description="warmup share of all steps")
     weight_decay: float = Field(0.0, ge=0)
-    max_length: int = Field(3072, gt=0)
-    packing: bool = False
-    activation_checkpointing: bool = False
-    limit: int | None = Field(None, gt=0)
+    max_length: int = Field(3072, gt=0, description="tokens per row (longer rows are truncated)")
+    packing: bool = Field(False, description="pack rows into max_length sequences")
+    activation_checkpointing: bool = Field(False, description="recompute activations: less memory, slower")
+    limit: int | None = Field(None, gt=0, description="use at most this many training rows")
     seed: int = 42
-    logging_steps: int = Field(10, gt=0)
-    save_steps: float = Field(0.1, gt=0)  # a checkpoint every this many steps; < 1: share of all steps
-    keep_checkpoints: bool = False
+    logging_steps: int = Field(10, gt=0, description="a loss.jsonl line every this many steps")
+    save_steps: float = Field(
+        0.1, gt=0, description="a checkpoint every this many steps; < 1: share of all steps"
+    )
+    keep_checkpoints: bool = Field(False, description="keep checkpoints/ after training")
     chat_template: str | None = None
-    tokenizer: str | None = None
+    tokenizer: str | None = Field(None, description="tokenizer dir or hub id (default: the model's)")
     trust_remote_code: bool = False
     allow_pickle: bool = False  # a .bin-only base, loaded with weights_only=True (as in `taia apply`)
-    resume: bool = False
-    overwrite: bool = False
-    trainer_args: dict[str, Any] = {}
+    resume: bool = Field(False, description="continue an interrupted run in --out")
+    overwrite: bool = Field(False, description="delete --out and train from scratch")
+    trainer_args: dict[str, Any] = Field({}, description="other SFTConfig fields, as a mapping")
 
     # What other tools (TRL, transformers, LLaMA-Factory) call some of these keys: "did you mean" hints.
     KEY_HINTS: ClassVar[dict[str, str]] = {

@@ -24,12 +24,13 @@ from typing import Any
 
 from taia.chat import set_chat_template
 from taia.check import check_inputs
-from taia.config import changed_keys, config_yaml
+from taia.config import changed_keys
 from taia.data.mixing import mix
 from taia.errors import TaiaError
+from taia.io import stage
 from taia.io.hf import resolve_dir
 from taia.io.rows import data_root
-from taia.report import versions
+from taia.provenance import versions
 from taia.train import callbacks, distributed, regularize
 from taia.train.chat import Prepared, prepare
 from taia.train.config import TrainConfig
@@ -94,33 +95,27 @@ def _write_output(cfg: TrainConfig, out: Path, model: Any, trainer: Any, report:
     (out / RESULT).write_text(json.dumps(report, indent=2) + "\n")
 
 
+_OUTPUT = stage.OutputKind(
+    config=CONFIG,
+    foreign="{out} is not a taia training run (" + CONFIG + " missing); pick another out",
+    changed="cannot resume {out}: the config changed in {keys}",
+    finished=(RESULT, "{out} holds a finished training run; set overwrite=true to train again"),
+    needs_resume=(
+        "{out} holds an unfinished run; set resume=true to continue it or overwrite=true to start over"
+    ),
+)
+
+
 def check_out(cfg: TrainConfig, out: Path) -> bool:
     """Check `out` against overwrite / resume without writing anything; True when resuming a run there."""
-    if not out.exists() or not any(out.iterdir()) or cfg.overwrite:
-        return False
-    if (out / RESULT).is_file():
-        raise TaiaError(f"{out} holds a finished training run; set overwrite=true to train again")
-    if not cfg.resume:
-        raise TaiaError(
-            f"{out} holds an unfinished run; set resume=true to continue it or overwrite=true to start over"
-        )
-    _check_same_config(cfg, out / CONFIG)
-    return True
+    decision = stage.decide(
+        out, _OUTPUT, lambda old: changed_keys(old, cfg, _RUN_KEYS), cfg.overwrite, cfg.resume
+    )
+    return decision == "resume"
 
 
 def _fresh_out(cfg: TrainConfig, out: Path) -> None:
-    if out.exists() and cfg.overwrite:
-        shutil.rmtree(out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / CONFIG).write_text(config_yaml(cfg))
-
-
-def _check_same_config(cfg: TrainConfig, saved: Path) -> None:
-    if not saved.is_file():
-        raise TaiaError(f"{saved.parent} is not a taia training run ({CONFIG} missing); pick another out")
-    changed = changed_keys(saved, cfg, _RUN_KEYS)
-    if changed:
-        raise TaiaError(f"cannot resume {saved.parent}: the config changed in {', '.join(changed)}")
+    stage.prepare(out, CONFIG, cfg, "overwrite" if cfg.overwrite else "fresh")
 
 
 def _last_checkpoint(out: Path) -> str | None:

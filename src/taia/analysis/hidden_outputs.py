@@ -12,14 +12,13 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel
 
 from taia.config import config_yaml
+from taia.io.atomic import write_file
 
 RESULT = "hidden_states.json"
 CSV = "hidden_states.csv"
@@ -92,18 +91,6 @@ def to_csv(result: dict[str, Any]) -> str:
     return buf.getvalue()
 
 
-def _replace(path: Path, data: bytes) -> None:
-    """Write `path` through a temp file in its dir, so a failure never leaves half a file."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def write_outputs(result: dict[str, Any], cfg: BaseModel, out: Path) -> list[Path]:
     """hidden_states.json / .csv, the resolved config and the two plots, into `out`."""
     out.mkdir(parents=True, exist_ok=True)
@@ -115,7 +102,7 @@ def write_outputs(result: dict[str, Any], cfg: BaseModel, out: Path) -> list[Pat
         RANK_PNG: rank_plot(result),
     }
     for name, data in files.items():
-        _replace(out / name, data)
+        write_file(out / name, data)
     return [out / name for name in files]
 
 

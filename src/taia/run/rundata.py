@@ -1,4 +1,5 @@
-"""The report of a run dir: variants × tasks as Markdown, HTML, CSV and JSON, with plots.
+"""The data of a run's report: what a run dir holds, read back (`load_run` → `RunData`), and the rows,
+numbers and CSV/JSON that `taia.run.render` writes and `taia.run.document` / `taia.run.plots` show.
 
     taia report RUN_DIR    re-render RUN/report.{md,html,csv,json} and RUN/plots/*.png from what is there:
                            RUN/eval/results.json (required; RUN/results.json for a bare `taia eval` out dir),
@@ -17,7 +18,6 @@ import csv
 import io
 import json
 import math
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -295,45 +295,3 @@ def render_csv(rows: list[dict[str, Any]]) -> str:
     writer.writeheader()
     writer.writerows({k: ("" if r.get(k) is None else r.get(k)) for k in CSV_FIELDS} for r in rows)
     return buf.getvalue()
-
-
-# ------------------------------------------------------------------------------------------- writing
-
-
-def write_report(run_dir: Path, html: bool = True) -> dict[str, Path]:
-    """Render everything into the run dir; returns {"md", "csv", "json", "html"?, plot names…: path}."""
-    from taia.run.document import render_html, render_markdown
-    from taia.run.plots import make_plots
-
-    run_dir = Path(run_dir)
-    data = load_run(run_dir)
-    plot_paths = make_plots(data, run_dir / PLOTS)
-    plots = {name: path.relative_to(run_dir).as_posix() for name, path in plot_paths.items()}
-    rows = table_rows(data)
-    texts = {
-        "md": render_markdown(data, plots),
-        "csv": render_csv(rows),
-        "json": json.dumps(_jsonable(report_json(data, rows, plots)), indent=2, ensure_ascii=False) + "\n",
-    }
-    if html:
-        texts["html"] = render_html(data, plots)
-    out = {key: _write_text(run_dir / OUTPUTS[key], text) for key, text in texts.items()}
-    return out | plot_paths
-
-
-def _write_text(path: Path, text: str) -> Path:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-    return path
-
-
-def _jsonable(x: Any) -> Any:
-    """Strict JSON: NaN and ±inf (which results.json may hold) become null."""
-    if isinstance(x, float):
-        return x if math.isfinite(x) else None
-    if isinstance(x, dict):
-        return {str(k): _jsonable(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_jsonable(v) for v in x]
-    return x

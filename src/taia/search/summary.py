@@ -14,7 +14,8 @@ from typing import Any
 
 from taia.eval.metrics import lower_is_better
 from taia.eval.tasks import task_key
-from taia.run.report import shown, write_report
+from taia.run.render import write_report
+from taia.run.rundata import shown
 from taia.search.config import SearchConfig
 from taia.spec import TaiaSpec
 
