@@ -7,8 +7,7 @@ Heavy imports (torch, transformers) are deferred until a name is used, so `taia 
 
 from __future__ import annotations
 
-from importlib import import_module
-from typing import Any
+from taia._verbs import lazy_exports
 
 __version__ = "0.1.0"
 
@@ -39,8 +38,4 @@ _EXPORTS = {
 }
 __all__ = sorted(_EXPORTS)
 
-
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'taia' has no attribute {name!r}")
-    return getattr(import_module(_EXPORTS[name]), name)
+__getattr__ = lazy_exports(__name__, _EXPORTS)

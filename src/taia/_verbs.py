@@ -1,4 +1,5 @@
-"""Subpackages whose name is also the verb they export (`taia.apply`, `taia.train`).
+"""Package plumbing: names loaded on first use, and subpackages whose name is also the verb they export
+(`taia.apply`, `taia.train`).
 
 Importing a subpackage makes Python set it as an attribute of its parent, replacing any function of the
 same name there, so `taia.apply(cfg)` would sometimes be the module. Making such a subpackage callable
@@ -10,6 +11,7 @@ from __future__ import annotations
 import sys
 import types
 from collections.abc import Callable
+from importlib import import_module
 from typing import Any
 
 
@@ -22,3 +24,15 @@ def callable_package(name: str, verb: Callable[..., Any] | str) -> None:
     """Make package `name` callable as its same-named `verb` (a function, or its name if loaded lazily)."""
     assert name.rsplit(".", 1)[-1] == (verb if isinstance(verb, str) else verb.__name__)
     sys.modules[name].__class__ = _VerbModule
+
+
+def lazy_exports(package: str, exports: dict[str, str]) -> Callable[[str], Any]:
+    """A module `__getattr__` importing each exported name from its module on first use, so that
+    `taia --help` and light imports (configs, data) never load torch."""
+
+    def __getattr__(name: str) -> Any:
+        if name not in exports:
+            raise AttributeError(f"module {package!r} has no attribute {name!r}")
+        return getattr(import_module(exports[name]), name)
+
+    return __getattr__

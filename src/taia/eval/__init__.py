@@ -8,14 +8,9 @@
 
 from __future__ import annotations
 
-from importlib import import_module
-from typing import Any
+from taia._verbs import lazy_exports
 
 __all__ = ["EvalConfig", "evaluate"]
 _EXPORTS = {"EvalConfig": "taia.eval.config", "evaluate": "taia.eval.runner"}
 
-
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'taia.eval' has no attribute {name!r}")
-    return getattr(import_module(_EXPORTS[name]), name)
+__getattr__ = lazy_exports(__name__, _EXPORTS)

@@ -8,10 +8,7 @@ Names load lazily: importing `taia.run.rundata` or `taia.run.render` pulls in ne
 
 from __future__ import annotations
 
-from importlib import import_module
-from typing import Any
-
-from taia._verbs import callable_package
+from taia._verbs import callable_package, lazy_exports
 
 __all__ = ["ExperimentConfig", "run", "write_report"]
 _EXPORTS = {
@@ -20,11 +17,7 @@ _EXPORTS = {
     "write_report": "taia.run.render",
 }
 
-
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'taia.run' has no attribute {name!r}")
-    return getattr(import_module(_EXPORTS[name]), name)
+__getattr__ = lazy_exports(__name__, _EXPORTS)
 
 
 callable_package(__name__, "run")

@@ -8,19 +8,12 @@
 
 from __future__ import annotations
 
-from importlib import import_module
-from typing import Any
-
-from taia._verbs import callable_package
+from taia._verbs import callable_package, lazy_exports
 
 __all__ = ["SearchConfig", "search"]
 _EXPORTS = {"SearchConfig": "taia.search.config", "search": "taia.search.run"}
 
-
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'taia.search' has no attribute {name!r}")
-    return getattr(import_module(_EXPORTS[name]), name)
+__getattr__ = lazy_exports(__name__, _EXPORTS)
 
 
 callable_package(__name__, "search")

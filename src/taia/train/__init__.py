@@ -9,19 +9,12 @@ The names below load lazily, so `taia.data.mixing` or `taia.train.molora` import
 
 from __future__ import annotations
 
-from importlib import import_module
-from typing import Any
-
-from taia._verbs import callable_package
+from taia._verbs import callable_package, lazy_exports
 
 __all__ = ["TrainConfig", "train"]
 _EXPORTS = {"TrainConfig": "taia.train.config", "train": "taia.train.trainer"}
 
-
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'taia.train' has no attribute {name!r}")
-    return getattr(import_module(_EXPORTS[name]), name)
+__getattr__ = lazy_exports(__name__, _EXPORTS)
 
 
 callable_package(__name__, "train")
