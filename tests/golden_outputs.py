@@ -126,8 +126,11 @@ def compare(a: Path, b: Path) -> int:
 
 
 if __name__ == "__main__":
-    if os.environ.get("PYTHONHASHSEED") != "0":  # PEFT writes target_modules from a set: fix its order
-        os.execve(sys.executable, [sys.executable, *sys.argv], {**os.environ, "PYTHONHASHSEED": "0"})
+    # PEFT writes target_modules from a set: fix its order. One thread: the sum order of a matmul depends on
+    # the thread count, and log-likelihoods (so choices and margins) differ in the last bits across counts.
+    fixed = {"PYTHONHASHSEED": "0", "OMP_NUM_THREADS": "1"}
+    if any(os.environ.get(k) != v for k, v in fixed.items()):
+        os.execve(sys.executable, [sys.executable, *sys.argv], {**os.environ, **fixed})
     if len(sys.argv) == 3 and sys.argv[1] == "make":
         make(Path(sys.argv[2]))
     elif len(sys.argv) == 4 and sys.argv[1] == "compare":
