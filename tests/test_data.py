@@ -12,7 +12,8 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from taia.data.mixing import FORMATS, DataSource, convert, detect_format, mix
+from taia.data.formats import FORMATS, convert, detect_format
+from taia.data.mixing import DataSource, mix
 from taia.errors import TaiaError
 from taia.io import rows as rows_mod
 from taia.io.rows import data_root, find_file, read_rows, resolve_rows

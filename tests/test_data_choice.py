@@ -48,6 +48,7 @@ def test_commonsenseqa_file_layout() -> None:
             },
             "B. y",
         ),
+        ({"question": "q", "choices": [{"text": "x"}, {"text": "y"}], "answer": "B"}, "B. y"),  # no labels
         (
             {"question": "q", "choices": ["B", "A"], "answer": "A"},
             "A. B",
@@ -67,6 +68,10 @@ def test_layouts_and_answer_kinds(record: dict[str, Any], gold: str) -> None:
         ({"question": "q", "answer": 0}, r"needs a question and its options \('choices'\)"),
         ({"choices": ["x", "y"], "answer": 0}, r"missing field 'question'"),
         ({"question": "q", "choices": {"label": ["A"], "text": ["x", "y"]}, "answer": 0}, "1 labels for 2"),
+        (
+            {"question": "q", "choices": [{"label": "A", "text": "x"}, {"text": "y"}], "answer": 0},
+            r"field 'choices': some options have a label and some do not$",
+        ),
     ],
 )
 def test_bad_rows_name_the_line(tmp_path: Path, record: dict[str, Any], message: str) -> None:

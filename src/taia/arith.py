@@ -26,6 +26,11 @@ def interpolate(base: torch.Tensor, finetuned: torch.Tensor, lam: float, name: s
     return out
 
 
+def partial_copy_error(lam: float, path: str) -> TaiaError:
+    """A fractional λ on a `modules_to_save` copy: a whole replacement module has no update to scale."""
+    return TaiaError(f"λ={lam:g} on {path}: a modules_to_save copy can only be kept (1) or dropped (0)")
+
+
 def fold(m: LoraModule, lam: float) -> dict[str, torch.Tensor]:
     """Scale the module's update by λ through its B matrices; refuse what is not linear in λ."""
     for key, t in m.tensors.items():
@@ -34,7 +39,7 @@ def fold(m: LoraModule, lam: float) -> dict[str, torch.Tensor]:
     if lam == 1.0:
         return dict(m.tensors)
     if not m.is_lora:
-        raise TaiaError(f"λ={lam:g} on {m.path}: a modules_to_save copy can only be kept (1) or dropped (0)")
+        raise partial_copy_error(lam, m.path)
     if any("lora_magnitude_vector" in k for k in m.tensors):
         raise TaiaError(f"λ={lam:g} on DoRA module {m.path}: DoRA updates are not linear in λ; use 0 or 1")
     out = {}

@@ -1,6 +1,7 @@
 """Chat templates shared by training and evaluation: the `chat_template` option (`chatml`, a .jinja file or a
 template string) and the ChatML template it names. Exercised by `taia train chat_template=chatml` and
-`taia eval` on a tokenizer without a template (tests/test_train_data.py, tests/test_backend.py).
+`taia eval` on a tokenizer without a template; tests: tests/test_train_data.py (a tokenizer without one,
+refused, then given chatml), and every `taia eval` test, whose tokenizer passes through `set_chat_template`.
 """
 
 from __future__ import annotations

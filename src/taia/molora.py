@@ -51,7 +51,6 @@ CONFIG_FILE = "molora_config.json"
 # Names of the tensors each MoLoraLinear adds. None contains "lora_", the substring PEFT's state-dict
 # filtering keys on, so PEFT never saves (or expects) them in its adapter.
 TENSOR_NAMES = ("router.weight", "experts_A", "experts_B")
-_PEFT_PREFIX = "base_model.model."
 
 
 class MoLoraConfig(BaseModel):
@@ -247,11 +246,8 @@ def save_molora(model: nn.Module, out_dir: Path, cfg: MoLoraConfig) -> None:
     (out_dir / CONFIG_FILE).write_text(json.dumps(meta, indent=2) + "\n")
 
 
-def read_molora_tensors(src_dir: Path) -> tuple[dict, dict[str, torch.Tensor]] | None:
-    """(config json, tensors) of a saved MoLoRA, or None when `src_dir` has neither file."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
+def _molora_files(src_dir: Path) -> tuple[Path, Path] | None:
+    """(weights, config) of a saved MoLoRA, None when `src_dir` has neither, an error when it has one."""
     src_dir = Path(src_dir)
     weights, config = src_dir / WEIGHTS_FILE, src_dir / CONFIG_FILE
     if not weights.exists() and not config.exists():
@@ -259,10 +255,26 @@ def read_molora_tensors(src_dir: Path) -> tuple[dict, dict[str, torch.Tensor]] |
     for p in (weights, config):
         if not p.exists():
             raise TaiaError(f"{src_dir}: incomplete MoLoRA output, {p.name} is missing")
+    return weights, config
+
+
+def _read_meta(config: Path) -> Any:
     try:
-        meta = json.loads(config.read_text())
+        return json.loads(config.read_text())
     except (OSError, json.JSONDecodeError) as e:
         raise TaiaError(f"{config}: not readable JSON ({e})") from None
+
+
+def read_molora_tensors(src_dir: Path) -> tuple[dict, dict[str, torch.Tensor]] | None:
+    """(config json, tensors) of a saved MoLoRA, or None when `src_dir` has neither file."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    files = _molora_files(src_dir)
+    if files is None:
+        return None
+    weights, config = files
+    meta = _read_meta(config)
     try:
         tensors = load_file(str(weights))
     except (OSError, SafetensorError) as e:
@@ -270,12 +282,26 @@ def read_molora_tensors(src_dir: Path) -> tuple[dict, dict[str, torch.Tensor]] |
     return meta, tensors
 
 
-def molora_numels(tensors: dict[str, torch.Tensor]) -> dict[str, int]:
-    """Module path → how many MoLoRA parameters (router + experts) it holds, from `read_molora_tensors`."""
+def molora_numels(src_dir: Path) -> dict[str, int] | None:
+    """Module path → how many MoLoRA parameters (router + experts) a saved MoLoRA holds there, or None when
+    `src_dir` has neither file. Reads only the safetensors header (the shapes), no tensor; the same errors
+    as `read_molora_tensors`."""
+    from safetensors import SafetensorError, safe_open
+
+    files = _molora_files(src_dir)
+    if files is None:
+        return None
+    weights, config = files
+    _read_meta(config)  # an unreadable config is refused here too, as when the MoLoRA is loaded
     numels: dict[str, int] = {}
-    for key, t in tensors.items():
-        path = key.rsplit(".router.weight", 1)[0].rsplit(".experts_", 1)[0]
-        numels[path] = numels.get(path, 0) + t.numel()
+    try:
+        with safe_open(str(weights), framework="pt") as f:
+            for key in f.keys():  # noqa: SIM118  (a safe_open handle is not iterable)
+                # "<module path>.<tensor name>"; a key with no known tensor name counts as a module itself
+                path = next((key[: -len(n) - 1] for n in TENSOR_NAMES if key.endswith(f".{n}")), key)
+                numels[path] = numels.get(path, 0) + math.prod(f.get_slice(key).get_shape())
+    except (OSError, SafetensorError) as e:
+        raise TaiaError(f"{weights}: not a readable safetensors file ({e})") from None
     return numels
 
 

@@ -11,20 +11,21 @@ results.json; nothing is recomputed here.
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
-from taia.run.rundata import load_run
+from taia.run.rundata import RunData, load_run
 
 TASK = "commonsenseqa"
 VARIANTS = ("base", "vanilla", "taia")
 COMPARISONS = (("vanilla", "base"), ("taia", "base"), ("taia", "vanilla"))
 
 
-def ood_share(run: Path) -> tuple[float, int]:
+def ood_share(run: RunData) -> tuple[float, int]:
     """(share of rows not from the first, in-domain source; total rows) from the run's training manifest."""
-    sources = json.loads((run / "train" / "taia_train.json").read_text())["data"]["sources"]
+    if run.train is None:
+        raise SystemExit(f"{run.run_dir}: no readable train/taia_train.json (the training manifest)")
+    sources = run.train["data"]["sources"]
     taken = [s["taken"] for s in sources]
     return 1 - taken[0] / sum(taken), sum(taken)
 
@@ -34,7 +35,7 @@ def points(sweep: Path) -> list[dict]:
     for path in sweep.glob("*/eval/results.json"):
         run = path.parent.parent
         data = load_run(run)
-        share, rows = ood_share(run)
+        share, rows = ood_share(data)
         out.append(
             {"name": run.name, "share": share, "rows": rows, "results": data.results, "paired": data.paired}
         )

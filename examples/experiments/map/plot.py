@@ -1,4 +1,4 @@
-"""The map of docs/results.md §4: for every finished point under a sweep dir, the paired Δ of the gold-option
+"""The map of docs/results.md §7: for every finished point under a sweep dir, the paired Δ of the gold-option
 margin (and of accuracy) of vanilla, TAIA and TAIF against base, and of TAIA against vanilla, per task.
 
     python examples/experiments/map/plot.py runs/map        # writes runs/map/map.md and runs/map/map.png
@@ -9,21 +9,18 @@ Everything is read from results.json (`paired`), nothing is recomputed here.
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
-from taia.run.rundata import load_run
+from taia.run.rundata import RunData, load_run
 
 COMPARISONS = (("vanilla", "base"), ("taia", "base"), ("taif", "base"), ("taia", "vanilla"))
 
 
-def points(sweep: Path) -> dict[str, dict]:
-    """point name → variant → task → reference → paired entry."""
-    out = {}
-    for path in sorted(sweep.glob("*/eval/results.json")):
-        out[path.parent.parent.name] = load_run(path.parent.parent).paired
-    return out
+def points(sweep: Path) -> dict[str, RunData]:
+    """point name → its run (`paired`: variant → task → reference → paired entry)."""
+    runs = sorted(path.parent.parent for path in sweep.glob("*/eval/results.json"))
+    return {run.name: load_run(run) for run in runs}
 
 
 def cell(entry: dict | None, key: str | None, scale: float) -> str:
@@ -78,12 +75,11 @@ def plot(data: dict[str, dict], out: Path) -> None:
     fig.savefig(out, dpi=110)
 
 
-def update_sizes(sweep: Path, names: list[str]) -> list[str]:
+def update_sizes(runs: dict[str, RunData]) -> list[str]:
     """Per point: the mean ‖ΔW‖/‖W‖ over layers of attention and FFN (RUN/inspect.json), the update size."""
     lines = ["| point | mean ‖ΔW‖/‖W‖ attn | mean ‖ΔW‖/‖W‖ ffn |", "|---|---:|---:|"]
-    for name in names:
-        path = sweep / name / "inspect.json"
-        rows = json.loads(path.read_text())["rows"] if path.is_file() else []
+    for name, run in runs.items():
+        rows = run.inspect["rows"] if run.inspect else []
         mean = {}
         for group in ("attn", "ffn"):
             values = [r["rel_update"] for r in rows if r["group"] == group and r["rel_update"] is not None]
@@ -93,11 +89,12 @@ def update_sizes(sweep: Path, names: list[str]) -> list[str]:
 
 
 def main(sweep: Path) -> None:
-    data = points(sweep)
-    if not data:
+    runs = points(sweep)
+    if not runs:
         raise SystemExit(f"no finished points (*/eval/results.json) under {sweep}")
+    data = {name: run.paired for name, run in runs.items()}
     md = ["# Map: paired Δ per point and task (bold: the 95 % CI excludes 0)", "",
-          "## Update size", "", *update_sizes(sweep, list(data)), "",
+          "## Update size", "", *update_sizes(runs), "",
           "## Gold-option margin", *table(data, "margin", 1.0), "",
           "## Accuracy (percentage points)", *table(data, None, 100.0)]  # fmt: skip
     (sweep / "map.md").write_text("\n".join(md) + "\n")

@@ -21,7 +21,7 @@ from taia.errors import TaiaError
 from taia.io.atomic import atomic_dir, check_output
 from taia.io.hf import ADAPTER_CONFIG, ADAPTER_SAFE, copy_aux
 from taia.lora import LoraModule, group_modules
-from taia.molora import molora_numels, read_molora_tensors
+from taia.molora import molora_numels
 from taia.plan import Plan, make_plan, summarize
 from taia.provenance import build_report, describe_input, write_report
 from taia.spec import TaiaSpec
@@ -56,7 +56,7 @@ def filter_adapter(base: str | Path, adapter: str | Path, spec: TaiaSpec, **opts
     config, tensors = inputs.adapter_config, inputs.adapter_tensors
     assert adapter_dir is not None
     modules = group_modules(tensors)
-    molora = _molora_numels(adapter_dir)
+    molora = molora_numels(adapter_dir) or {}  # MoLoRA saved beside the adapter (`method=molora`)
     plan = make_plan((), mm, spec, modules=[*modules, *molora])
     _check_molora_dropped(molora, plan)
     out_tensors: dict[str, torch.Tensor] = {}
@@ -72,12 +72,6 @@ def filter_adapter(base: str | Path, adapter: str | Path, spec: TaiaSpec, **opts
     numels.update(molora)
     new_config = rewrite_config(config, [modules[p] for p in kept], mm)
     return FilteredAdapter(base_dir, adapter_dir, new_config, out_tensors, plan, kept, dropped, numels)
-
-
-def _molora_numels(adapter_dir: Path) -> dict[str, int]:
-    """MoLoRA modules saved beside the adapter (`taia train method=molora`) → their tensor sizes."""
-    found = read_molora_tensors(adapter_dir)
-    return molora_numels(found[1]) if found else {}
 
 
 def _check_molora_dropped(molora: dict[str, int], plan: Plan) -> None:

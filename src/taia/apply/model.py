@@ -14,11 +14,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from taia.arith import interpolate
+from taia.arith import interpolate, partial_copy_error
 from taia.classify import map_model
 from taia.errors import TaiaError
 from taia.lora import PEFT_PREFIX
-from taia.molora import TENSOR_NAMES, molora_modules, set_molora_enabled
+from taia.molora import TENSOR_NAMES, MoLoraLinear
 from taia.plan import Plan, make_plan, summarize
 from taia.spec import TaiaSpec, load_spec
 
@@ -44,7 +44,7 @@ def _apply_peft(model: nn.Module, spec: TaiaSpec) -> dict[str, Any]:
     modules = {n.removeprefix(PEFT_PREFIX): m for n, m in model.named_modules()}
     layers: dict[str, Any] = {p: m for p, m in modules.items() if isinstance(m, LoraLayer)}
     wrappers = {p: m for p, m in modules.items() if isinstance(m, ModulesToSaveWrapper)}
-    experts = molora_modules(model)  # paths relative to the transformers model, like the two above
+    experts = {p: m for p, m in modules.items() if isinstance(m, MoLoraLinear)}
     plan = make_plan((), map_model(model), spec, modules=[*layers, *wrappers, *experts])
     _check_whole(plan, list(wrappers), list(experts))  # before anything changes
     for path, layer in layers.items():
@@ -52,8 +52,8 @@ def _apply_peft(model: nn.Module, spec: TaiaSpec) -> dict[str, Any]:
             layer.set_scale(adapter, plan.lam(path))
     for path, wrapper in wrappers.items():
         wrapper.enable_adapters(plan.lam(path) == 1.0)
-    if experts:
-        set_molora_enabled(model, plan.lam(next(iter(experts))) == 1.0)
+    for path, m in experts.items():
+        m.enabled = plan.lam(path) == 1.0  # the same for all (_check_whole)
     numels = {p: _numel(m) for p, m in {**layers, **wrappers}.items()}
     numels |= {p: sum(m.get_parameter(t).numel() for t in TENSOR_NAMES) for p, m in experts.items()}
     return {"spec": spec.name, "groups": summarize(plan.modules, numels)}
@@ -64,9 +64,7 @@ def _check_whole(plan: Plan, wrappers: list[str], experts: list[str]) -> None:
     for path in wrappers:
         lam = plan.lam(path)
         if lam not in (0.0, 1.0):
-            raise TaiaError(
-                f"λ={lam:g} on {path}: a modules_to_save copy can only be kept (1) or dropped (0)"
-            )
+            raise partial_copy_error(lam, path)
     lams = {plan.lam(p) for p in experts}
     if not lams <= {0.0, 1.0} or len(lams) > 1:
         raise TaiaError(f"spec {plan.spec.name!r}: MoLoRA experts can only be all kept or all dropped")

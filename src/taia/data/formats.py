@@ -1,6 +1,7 @@
 """Training data formats: one record of a known layout → one validated conversation.
 
-Exercised by `taia train cfg.yaml` (through `taia.data.mixing.mix`) and tests/test_data.py.
+Exercised by `taia train cfg.yaml` (through `taia.data.mixing.mix`), tests/test_data.py and
+tests/test_data_choice.py.
 A conversation is a list of `{"role": "system"|"user"|"assistant", "content": str}`: an optional system
 turn first, then user/assistant turns alternating, ending with a non-empty assistant turn.
 
@@ -15,12 +16,14 @@ Formats (`format:`; `columns:` maps a canonical field name to the file's, e.g. D
   messages           messages: [{role, content}] with roles system/user/assistant.
   prompt_completion  prompt, completion: strings (one user + one assistant turn) or lists of messages.
   multiple_choice    question, choices, answer: a multiple-choice row (CommonsenseQA, ARC, MMLU, …) as one
-                     exchange. The user turn is the question and its options lettered A, B, …; the assistant
+                     exchange. The user turn is the question and its options lettered A, B, … (built by
+                     taia.eval.protocol.options_block, as `taia eval` shows them); the assistant
                      turn is the gold option as "B. text": the letter the paper protocol scores, then the
                      text the standard (cloze) protocol scores. `question` is a string, or an object whose
                      `stem` is the question and whose `choices` are the options when the row has none at the
                      top (CommonsenseQA's and ARC's files). `choices`: a list of strings, a list of
-                     {label, text}, or {label: [...], text: [...]} (the hub's flattened layout). `answer`: a
+                     {label, text} (labels optional: A, B, … when no option has one), or
+                     {label: [...], text: [...]} (the hub's flattened layout). `answer`: a
                      choice label, a 0-based index or the option's text. CommonsenseQA's files:
                      `{format: multiple_choice, columns: {answer: answerKey}}`. Never auto-detected.
   auto (default)     detected once, from the first record's keys (after columns), checked in the order
@@ -33,6 +36,8 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from taia.errors import TaiaError
+from taia.eval.protocol import options_block  # the options exactly as `taia eval` shows them
+from taia.eval.task import LETTERS
 from taia.io.rows import Row
 from taia.registry import Registry
 
@@ -50,7 +55,6 @@ CANONICAL_FIELDS = (
     "instruction", "input", "output", "system", "history", "conversations", "from", "value",
     "messages", "role", "content", "prompt", "completion", "question", "choices", "answer",
 )  # fmt: skip
-LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"  # the option labels the prompt shows, whatever the file's are
 _DETECT = (
     ("messages", ("messages",)),
     ("sharegpt", ("conversations",)),
@@ -168,12 +172,17 @@ def _choices(value: Any, name: str) -> tuple[list[str], list[str]]:
         labels, texts = value.get("label") or [], value["text"]
     elif isinstance(value, list) and all(isinstance(c, dict) for c in value):
         labels, texts = [c.get("label") for c in value], [c.get("text") for c in value]
+        if any(x is None for x in labels):  # no label on any option: lettered A, B, … below
+            if not all(x is None for x in labels):
+                raise RowError(f"field {name!r}: some options have a label and some do not")
+            labels = []
     elif isinstance(value, list):
         labels, texts = [], value
     else:
         raise RowError(f"field {name!r} must be a list of options or {{label: [...], text: [...]}}")
     if len(texts) < 2 or not all(isinstance(t, str) and t.strip() for t in texts):
         raise RowError(f"field {name!r} must hold at least two non-empty option texts")
+    # The prompt letters the options A, B, …, whatever the file's labels are; they only resolve `answer`.
     labels = [str(x) for x in labels] if labels else list(LETTERS[: len(texts)])
     if len(labels) != len(texts) or len(texts) > len(LETTERS):
         raise RowError(f"field {name!r}: {len(labels)} labels for {len(texts)} options")
@@ -210,9 +219,8 @@ def multiple_choice(data: dict[str, Any], columns: dict[str, str]) -> Conversati
         texts,
         columns.get("answer", "answer"),
     )
-    options = "\n".join(f"{LETTERS[i]}. {t}" for i, t in enumerate(texts))
     return [
-        {"role": "user", "content": f"{stem}\n{options}"},
+        {"role": "user", "content": f"{stem}\n{options_block(tuple(texts))}"},
         {"role": "assistant", "content": f"{LETTERS[gold]}. {texts[gold]}"},
     ]
 

@@ -1,11 +1,8 @@
-"""Training data: records in a known format → validated conversations, and a seeded mix of sources.
+"""Training data: a seeded mix of sources, each read and converted to validated conversations.
 
 Exercised by `taia train cfg.yaml` and tests/test_data.py. Every record of every source is converted and
-validated up front, so a bad record stops the run before training with `file:line: what is wrong`.
-A conversation is a list of `{"role": "system"|"user"|"assistant", "content": str}`: an optional system
-turn first, then user/assistant turns alternating, ending with a non-empty assistant turn.
-
-Formats (alpaca, sharegpt, messages, prompt_completion, multiple_choice, auto): taia/data/formats.py.
+validated up front (taia/data/formats.py: the formats and what a valid conversation is), so a bad record
+stops the run before training with `file:line: what is wrong`.
 
 Mixing (how to write the paper's Fig. 1 "20k in-domain + x % out-of-distribution"):
 
@@ -40,23 +37,10 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from taia.data.formats import (  # re-exported: the formats are part of this module's interface
-    CANONICAL_FIELDS,
-    FORMATS,
-    Conversation,
-    RowError,
-    convert,
-    detect_format,
-    validate_conversation,
-)
+from taia.data.formats import CANONICAL_FIELDS, FORMATS, Conversation, convert
 from taia.errors import TaiaError
 from taia.io.rows import resolve_rows
 from taia.registry import did_you_mean
-
-__all__ = [
-    "CANONICAL_FIELDS", "FORMATS", "Conversation", "DataSource", "Mixture", "RowError", "convert",
-    "detect_format", "mix", "validate_conversation",
-]  # fmt: skip
 
 
 class DataSource(BaseModel):
@@ -113,8 +97,7 @@ class _Loaded:
 
 
 def _load(source: DataSource, root: Path | None) -> _Loaded:
-    hub = (source.hub, source.split, source.subset) if source.hub else None
-    rows, where = resolve_rows(source.path, root, source.split, source.subset, hub)
+    rows, where = resolve_rows(source.path, root, source.split, source.subset, source.hub)
     fmt, convs = convert(rows, where, source.format, source.columns)
     if source.system:
         turn = {"role": "system", "content": source.system}

@@ -229,35 +229,30 @@ def looks_like_hub_id(path: str) -> bool:
 
 
 def resolve_rows(
-    path: str,
-    root: Path | None,
-    split: str = "train",
-    subset: str | None = None,
-    hub: tuple[str, str, str | None] | None = None,
+    path: str, root: Path | None, split: str = "train", subset: str | None = None, hub: str | None = None
 ) -> tuple[list[Row], str]:
     """Rows of a local file (as given, or under the data root), else of a hub dataset, and where they came
-    from. The hub dataset is `hub` = (id or https URL, split, subset) when given (a local file's copy), else
-    `path` itself when it is a hub id. Neither found: one line saying every place looked and how to point
-    elsewhere."""
+    from. The hub dataset (its `split` and `subset`) is `hub` (an id or https URL: a local file's copy)
+    when given, else `path` itself when it is a hub id. Neither found: one line saying every place looked
+    and how to point elsewhere."""
     found = find_file(path, root)
     if found is not None:
         return read_rows(found), str(found)
     if hub is None and looks_like_hub_id(path):
-        hub = (path, split, subset)
+        hub = path
     if hub is None:
         why = "not a hub dataset id (owner/name), and no hub: copy is named"
     else:
-        hub_id, hub_split, hub_subset = hub
         try:
-            rows = load_hub_rows(hub_id, hub_split, hub_subset)
-            web = hub_id.startswith("https://")
-            return rows, hub_id if web else f"hub:{hub_id}" + (f"/{hub_subset}" if hub_subset else "")
+            rows = load_hub_rows(hub, split, subset)
+            web = hub.startswith("https://")
+            return rows, hub if web else f"hub:{hub}" + (f"/{subset}" if subset else "")
         except TaiaError:
             raise
         except Exception as e:  # noqa: BLE001  # datasets raises many types; the user needs only the message
             lines = str(e).strip().splitlines()
-            copy = "its copy " if hub_id != path else "on the Hugging Face Hub "
-            why = f"{copy}{_hub_name(hub_id, hub_split, hub_subset)} failed: "
+            copy = "its copy " if hub != path else "on the Hugging Face Hub "
+            why = f"{copy}{_hub_name(hub, split, subset)} failed: "
             why += lines[-1] if lines else type(e).__name__
     raise TaiaError(
         f"data {path!r} not found: not at {Path(path).expanduser().absolute()}, {_under_root(root)}; {why}"

@@ -33,7 +33,7 @@ from taia.eval.variants import resolve_specs
 from taia.io import stage
 from taia.io.rows import data_root
 from taia.lora import group_modules
-from taia.molora import molora_numels, read_molora_tensors
+from taia.molora import molora_numels
 from taia.plan import module_tensor
 from taia.search.config import SearchConfig
 from taia.search.grid import candidates, distinct
@@ -113,8 +113,8 @@ def changed_tensors(cfg: SearchConfig) -> tuple[ModelMap, list[str], bool]:
     mm = inputs.mm
     if inputs.adapter_dir is None:
         return mm, list(mm.shapes), False
-    molora = read_molora_tensors(inputs.adapter_dir)
-    modules = [*group_modules(inputs.adapter_tensors), *(molora_numels(molora[1]) if molora else {})]
+    molora = molora_numels(inputs.adapter_dir)
+    modules = [*group_modules(inputs.adapter_tensors), *(molora or {})]
     return mm, [module_tensor(p) for p in modules], molora is not None
 
 

@@ -4,7 +4,8 @@
     taia train --model smollm2-135m-instruct --data alpaca_gpt4/alpaca_en_demo.json --out runs/lora
 
 `taia.train(TrainConfig(...))` is the same call. See taia/train/trainer.py for the output layout.
-The names below load lazily, so `taia.data.mixing` or `taia.train.molora` import without TRL.
+The names below load lazily, so a submodule such as `taia.train.config` (the config schema the CLI and
+`taia run` read) or `taia.train.molora` imports without TRL.
 """
 
 from __future__ import annotations

@@ -18,9 +18,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from taia.data.formats import Conversation
 from taia.errors import TaiaError
-
-Conversation = list[dict[str, str]]
 
 
 @dataclass
