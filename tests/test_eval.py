@@ -190,3 +190,18 @@ def test_an_interrupted_run_loses_nothing_and_duplicates_nothing(tmp_path, chat_
     assert evaluate(cfg)["results"]["base"]["gsm8k"]["n"] == 6
     lines = path.read_text().splitlines()
     assert lines[:2] == first and len({json.loads(x)["id"] for x in lines}) == len(lines) == 6
+
+
+def test_bad_limits_are_refused_before_any_output(tmp_path, chat_model, capsys):
+    out = tmp_path / "ev"
+    base = ["eval", "--model", str(chat_model("llama")), "--variants", "base", "--out", str(out)]
+    assert main([*base, "--tasks", "tiny_mc", "--harness", "lm-eval", "--limit", "{tiny_mc: 2}"]) == 2
+    err = capsys.readouterr().err
+    assert "--harness lm-eval takes one limit for every task, not a limit per task" in err
+    assert not out.exists()
+    assert main([*base, "--tasks", "gsm8k,csqa", "--limit", "{csqa: 2, gsm8kk: 2}"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.endswith("unknown task in limit 'gsm8kk'; did you mean 'gsm8k'? (known: csqa, gsm8k)")
+    assert "\n" not in err and not out.exists()
+    aliased = eval_config(tmp_path, chat_model("llama"), tasks=["csqa"], limit={"commonsenseqa": 2})
+    aliased.check_limit(["csqa"])  # an alias names its task

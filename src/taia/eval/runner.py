@@ -50,6 +50,7 @@ def evaluate(cfg: EvalConfig, samples: dict[str, list[Sample]] | None = None) ->
         loracl.check(cfg)
     names = variant_names(cfg.variants, specs)  # specs and the router, in the order given
     keys = task_keys(cfg.tasks) if cfg.harness == "taia" else {}
+    cfg.check_limit([*keys, *keys.values()])  # a task file's limit may name the file or its name:
     tasks = {key: get_task(ref) for ref, key in keys.items()}
     needy = [v for v, spec in specs.items() if spec.keeps_anything()]
     if needy and cfg.adapter is None and cfg.finetuned is None:
