@@ -205,3 +205,16 @@ def test_bad_limits_are_refused_before_any_output(tmp_path, chat_model, capsys):
     assert "\n" not in err and not out.exists()
     aliased = eval_config(tmp_path, chat_model("llama"), tasks=["csqa"], limit={"commonsenseqa": 2})
     aliased.check_limit(["csqa"])  # an alias names its task
+
+
+def test_a_malformed_sample_row_is_one_line_naming_file_and_sample(tmp_path):
+    from taia.eval.results import read_rows
+
+    path = tmp_path / "s.jsonl"
+    path.write_text('{"id": "a", "output": "x"}\n', encoding="utf-8")
+    for read in (lambda: SampleLog(path).rescore(lambda row: row), lambda: read_rows(path)):
+        with pytest.raises(TaiaError) as bad:
+            read()
+        assert str(bad.value).startswith(f"{path}: 'a': not a scored sample row: no subset, prompt")
+        assert "\n" not in str(bad.value)
+    assert [p.name for p in tmp_path.iterdir()] == ["s.jsonl"]

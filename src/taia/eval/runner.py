@@ -70,13 +70,14 @@ def evaluate(cfg: EvalConfig, samples: dict[str, list[Sample]] | None = None) ->
     if matcher is not None:  # stored answers are scored again: a changed pattern needs no new answers
         _rescore(logs, tasks, Scoring(cfg.metric_mode, matcher))
     rows = {(v, t): [logs[v, t].row(s.id) for s in samples[t]] for v in names for t in tasks}
+    plain = {k: [r.to_json() for r in answered] for k, answered in rows.items()}  # what aggregates read
     results: dict[str, dict[str, Any]] = {
-        v: {t: summarize(tasks[t], rows[v, t], cfg.seed) for t in tasks} for v in names
+        v: {t: summarize(tasks[t], plain[v, t], cfg.seed) for t in tasks} for v in names
     }
     if loracl.ROUTER in names:  # how often the router chose the fine-tune: the one number it adds
         for t in tasks:
             results[loracl.ROUTER][t]["routed_vanilla"] = loracl.routed_vanilla(rows[loracl.ROUTER, t])
-    paired = _paired(rows, results, cfg.seed)
+    paired = _paired(plain, results, cfg.seed)
     report = _finish(cfg, out, specs, results, list(tasks), paired, matcher)
     for v, by_task in results.items():
         for t, r in by_task.items():
@@ -264,8 +265,8 @@ def _choose(
     for sample, req in chunk:
         lls = req.scores([next(totals)[0] for _ in req.continuations])
         letter, correct = kind.pick(req, lls, sample.gold)
-        scored = (sample.id, sample.subset, req.context, letter, letter, sample.gold, correct)
-        rows.append(ScoredRow(*scored, scores=tuple(lls)))
+        row = ScoredRow.of(sample, req.context, letter, (letter, correct))
+        rows.append(replace(row, scores=tuple(lls)))
     return rows
 
 
