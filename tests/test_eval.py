@@ -218,3 +218,17 @@ def test_a_malformed_sample_row_is_one_line_naming_file_and_sample(tmp_path):
         assert str(bad.value).startswith(f"{path}: 'a': not a scored sample row: no subset, prompt")
         assert "\n" not in str(bad.value)
     assert [p.name for p in tmp_path.iterdir()] == ["s.jsonl"]
+
+
+def test_the_runs_generation_budget_replaces_the_tasks(tmp_path, chat_model, monkeypatch):
+    _needs_data()
+    from taia.eval.backends.hf import HFBackend
+
+    budgets: list[int] = []
+    fake = lambda self, ids, n, stop: budgets.append(n) or [""] * len(ids)  # noqa: E731
+    monkeypatch.setattr(HFBackend, "_generate_batch", fake)
+    evaluate(eval_config(tmp_path, chat_model("llama"), tasks=["gsm8k"], limit=2))  # max_new_tokens=4
+    assert set(budgets) == {4}
+    evaluate(eval_config(tmp_path, chat_model("llama"), tasks=["gsm8k"], limit=2, max_new_tokens=None,
+                         out=str(tmp_path / "own")))  # fmt: skip
+    assert set(budgets) == {4, 512}  # gsm8k's own

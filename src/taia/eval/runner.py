@@ -226,11 +226,13 @@ def run_task(
 ) -> None:
     """Answer and score `samples`, appending each finished batch to `log` (`matcher`: adoption tasks)."""
     kind, how = kind_of(task.kind), Scoring(cfg.metric_mode, matcher)
+    if cfg.max_new_tokens:  # the run's budget replaces the task's: each request carries the one in force
+        task = replace(task, max_new_tokens=cfg.max_new_tokens)
     reqs = [kind.request(task, s, cfg.protocol, backend.tokenizer) for s in samples]
     gens = [(s, r) for s, r in zip(samples, reqs, strict=True) if isinstance(r, Generation)]
     choices = [(s, r) for s, r in zip(samples, reqs, strict=True) if isinstance(r, Choice)]
     if gens:
-        _generate(backend, kind, gens, cfg.max_new_tokens or task.max_new_tokens, log, desc, how)
+        _generate(backend, kind, gens, log, desc, how)
     for start in range(0, len(choices), _CHUNK):
         chunk = choices[start : start + _CHUNK]
         log.append(_choose(backend, kind, chunk, desc))
@@ -240,7 +242,6 @@ def _generate(
     backend: Backend,
     kind: TaskKind,
     gens: list[tuple[Sample, Generation]],
-    budget: int,
     log: SampleLog,
     desc: str,
     how: Scoring,
@@ -248,6 +249,7 @@ def _generate(
     def write(idx: list[int], texts: list[str]) -> None:
         log.append([_answered(kind, *gens[i], text, how) for i, text in zip(idx, texts, strict=True)])
 
+    budget = gens[0][1].max_new_tokens  # one task's requests: one budget
     backend.generate([r.prompt for _, r in gens], budget, on_batch=write, desc=desc)
 
 
