@@ -115,15 +115,18 @@ def _load(
     root = data_root(cfg.data_dir)
     samples = {}
     for ref, key in keys.items():
-        seen: frozenset[str] = frozenset()
+        keep = None
         if kind_of(tasks[key].kind).persona and matcher is not None and matcher.seen_prompts:
-            every = load_samples(ref, root, None, cfg.seed)
-            seen = frozenset(s.id for s in every if not matcher.held_out(s.question))
+            keep = partial(_held_out, matcher)
         limit = cfg.limit_for(ref)
         if limit is None and key != ref:
             limit = cfg.limit_for(key)  # a task file's own limit may name its task rather than the file
-        samples[key] = load_samples(ref, root, limit, cfg.seed, exclude=seen)
+        samples[key] = load_samples(ref, root, limit, cfg.seed, keep=keep)
     return samples
+
+
+def _held_out(matcher: persona.Matcher, sample: Sample) -> bool:
+    return matcher.held_out(sample.question)
 
 
 def _rescore(logs: dict[tuple[str, str], SampleLog], tasks: dict[str, Task], how: Scoring) -> None:
