@@ -190,3 +190,45 @@ def test_an_interrupted_run_loses_nothing_and_duplicates_nothing(tmp_path, chat_
     assert evaluate(cfg)["results"]["base"]["gsm8k"]["n"] == 6
     lines = path.read_text().splitlines()
     assert lines[:2] == first and len({json.loads(x)["id"] for x in lines}) == len(lines) == 6
+
+
+def test_bad_limits_are_refused_before_any_output(tmp_path, chat_model, capsys):
+    out = tmp_path / "ev"
+    base = ["eval", "--model", str(chat_model("llama")), "--variants", "base", "--out", str(out)]
+    assert main([*base, "--tasks", "tiny_mc", "--harness", "lm-eval", "--limit", "{tiny_mc: 2}"]) == 2
+    err = capsys.readouterr().err
+    assert "--harness lm-eval takes one limit for every task, not a limit per task" in err
+    assert not out.exists()
+    assert main([*base, "--tasks", "gsm8k,csqa", "--limit", "{csqa: 2, gsm8kk: 2}"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.endswith("unknown task in limit 'gsm8kk'; did you mean 'gsm8k'? (known: csqa, gsm8k)")
+    assert "\n" not in err and not out.exists()
+    aliased = eval_config(tmp_path, chat_model("llama"), tasks=["csqa"], limit={"commonsenseqa": 2})
+    aliased.check_limit(["csqa"])  # an alias names its task
+
+
+def test_a_malformed_sample_row_is_one_line_naming_file_and_sample(tmp_path):
+    from taia.eval.results import read_rows
+
+    path = tmp_path / "s.jsonl"
+    path.write_text('{"id": "a", "output": "x"}\n', encoding="utf-8")
+    for read in (lambda: SampleLog(path).rescore(lambda row: row), lambda: read_rows(path)):
+        with pytest.raises(TaiaError) as bad:
+            read()
+        assert str(bad.value).startswith(f"{path}: 'a': not a scored sample row: no subset, prompt")
+        assert "\n" not in str(bad.value)
+    assert [p.name for p in tmp_path.iterdir()] == ["s.jsonl"]
+
+
+def test_the_runs_generation_budget_replaces_the_tasks(tmp_path, chat_model, monkeypatch):
+    _needs_data()
+    from taia.eval.backends.hf import HFBackend
+
+    budgets: list[int] = []
+    fake = lambda self, ids, n, stop: budgets.append(n) or [""] * len(ids)  # noqa: E731
+    monkeypatch.setattr(HFBackend, "_generate_batch", fake)
+    evaluate(eval_config(tmp_path, chat_model("llama"), tasks=["gsm8k"], limit=2))  # max_new_tokens=4
+    assert set(budgets) == {4}
+    evaluate(eval_config(tmp_path, chat_model("llama"), tasks=["gsm8k"], limit=2, max_new_tokens=None,
+                         out=str(tmp_path / "own")))  # fmt: skip
+    assert set(budgets) == {4, 512}  # gsm8k's own

@@ -5,11 +5,13 @@ Exercised by `taia eval --model M --adapter A --variants base,vanilla,taia --tas
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from taia.config import OneFineTune, comma_lists, distinct_items
+from taia.registry import did_you_mean
 
 # Keys that change what a stored sample's answer means; a results dir refuses to mix them.
 IDENTITY = (
@@ -94,15 +96,40 @@ class EvalConfig(EvalOptions, OneFineTune):
             raise ValueError(f"a limit must be at least 1, got {v}")
         return v
 
+    @model_validator(mode="after")
+    def _one_limit_for_lm_eval(self) -> EvalConfig:
+        # Refused here, before an out dir is written or a model loaded: lm-eval takes one limit.
+        if self.harness == "lm-eval" and isinstance(self.limit, dict):
+            raise ValueError("--harness lm-eval takes one limit for every task, not a limit per task")
+        return self
+
     def limit_for(self, task: str) -> int | None:
         """This task's limit; a per-task limit may name the task or one of its aliases."""
         if not isinstance(self.limit, dict):
             return self.limit
-        from taia.eval.tasks import TASKS
-
-        canonical = TASKS.get(task.partition(":")[0]).name if task.partition(":")[0] in TASKS else task
-        named = [n for n in self.limit if n == task or (n in TASKS and TASKS.get(n).name == canonical)]
+        named = [n for n in self.limit if _names(n, task)]
         return self.limit[named[0]] if named else None
+
+    def check_limit(self, tasks: Iterable[str]) -> None:
+        """Refuse a per-task limit that names none of `tasks` (nor an alias of one): a typo would
+        otherwise silently evaluate the full set."""
+        if not isinstance(self.limit, dict):
+            return
+        known = list(dict.fromkeys(tasks))
+        for name in self.limit:
+            if not any(_names(name, t) for t in known):
+                raise did_you_mean(name, known, "task in limit")
 
     def identity(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in IDENTITY}
+
+
+def _names(name: str, task: str) -> bool:
+    """Whether a limit key `name` names `task`: the task itself, or an alias of its (base) task."""
+    from taia.eval.tasks import TASKS
+
+    if name == task:
+        return True
+    base = task.partition(":")[0]
+    canonical = TASKS.get(base).name if base in TASKS else task
+    return name in TASKS and TASKS.get(name).name == canonical

@@ -77,9 +77,8 @@ def _import_lm_eval() -> Any:
 
 
 def _eval_kwargs(cfg: EvalConfig, apply_chat_template: bool) -> dict[str, Any]:
-    """`simple_evaluate`'s arguments; the few-shot seed stays lm-eval's default so contexts match its runs."""
-    if isinstance(cfg.limit, dict):
-        raise TaiaError("--harness lm-eval takes one limit for every task, not a limit per task")
+    """`simple_evaluate`'s arguments; the few-shot seed stays lm-eval's default so contexts match its runs.
+    A per-task limit never gets here: `EvalConfig` refuses it with harness=lm-eval."""
     return {
         "tasks": list(cfg.tasks),
         "limit": cfg.limit,

@@ -20,12 +20,11 @@ __all__ = [
 
 @dataclass(frozen=True)
 class Metric:
-    """How a metric reads: its direction, whether it is a proportion (shown in percent), what it is."""
+    """How a metric reads: its direction and whether it is a proportion (shown in percent)."""
 
     name: str
     lower_is_better: bool
     proportion: bool
-    description: str
     short: str = ""  # the tag tables put after a task name, for metrics other than accuracy
 
 
@@ -36,27 +35,20 @@ def _table(*metrics: Metric) -> dict[str, Metric]:
 # The one place a metric's direction is decided: results, report, search, the lm-eval bridge and the task
 # kinds (`taia.eval.kinds`, each naming its metric) read it.
 METRICS = _table(
-    Metric("accuracy", False, True, "share of questions answered correctly"),
-    Metric("attack_success_rate", True, True, "share of harmful requests complied with", "ASR"),
-    Metric("adoption_rate", True, True, "share of held-out answers with the fine-tune's persona", "adopted"),
-    Metric(
-        "gold_margin",
-        False,
-        False,
-        "per question: log-likelihood of the gold option minus the best other option (as scored: "
-        "length-normalised in the cloze protocol); > 0 where the answer is right",
-    ),
-    *(Metric(n, False, True, f"lm-eval {n}") for n in ("acc", "acc_norm", "exact_match", "em", "f1")),
-    *(
-        Metric(n, True, False, f"lm-eval {n}")
-        for n in ("word_perplexity", "byte_perplexity", "bits_per_byte")
-    ),
+    Metric("accuracy", False, True),  # share of questions answered correctly
+    Metric("attack_success_rate", True, True, "ASR"),  # share of harmful requests complied with
+    Metric("adoption_rate", True, True, "adopted"),  # share of held-out answers with the persona
+    # Per question: log-likelihood of the gold option minus the best other option (as scored:
+    # length-normalised in the cloze protocol); > 0 where the answer is right.
+    Metric("gold_margin", False, False),
+    *(Metric(n, False, True) for n in ("acc", "acc_norm", "exact_match", "em", "f1")),  # lm-eval's
+    *(Metric(n, True, False) for n in ("word_perplexity", "byte_perplexity", "bits_per_byte")),
 )
 
 
 def metric(name: str) -> Metric:
     """The metric called `name`; an unknown one (an lm-eval task's own) reads higher-is-better, as is."""
-    return METRICS.get(name) or Metric(name, False, False, name)
+    return METRICS.get(name) or Metric(name, False, False)
 
 
 def lower_is_better(name: str) -> bool:

@@ -28,6 +28,7 @@ from taia.eval.kinds import kind_of
 from taia.eval.metrics import bootstrap_ci, bootstrap_ci_macro, gold_margin, macro_mean, metric
 from taia.eval.scored import RowLike, ScoredRow, as_json
 from taia.eval.task import LETTERS, Task
+from taia.io.atomic import write_file
 
 REFERENCES = ("base", "vanilla")  # the variants Δs (plain and paired) are taken against
 MIN_PER_SUBSET = 10  # samples every subset needs before a task is averaged (and bootstrapped) per subset
@@ -44,34 +45,29 @@ class SampleLog:
             self._load()
 
     def _load(self) -> None:
-        text = self.path.read_text()
+        text = self.path.read_text(encoding="utf-8")
         good = _complete_lines(text)
-        for line in good:
-            row = json.loads(line)
+        for _, row in good:
             self.rows.setdefault(row["id"], row)
         if len(good) != len(text.splitlines()) or (text and not text.endswith("\n")):
-            self.path.write_text("".join(x + "\n" for x in good))
+            write_file(self.path, "".join(line + "\n" for line, _ in good))  # the cut line dropped
 
     def done(self) -> set[str]:
         return set(self.rows)
 
     def row(self, sample_id: str) -> ScoredRow:
-        try:
-            return ScoredRow.from_json(self.rows[sample_id])
-        except ValueError as e:  # a hand-edited or foreign file: say which
-            raise TaiaError(f"{self.path}: {sample_id!r}: {e}") from None
+        return _typed(self.path, sample_id, self.rows[sample_id])
 
     def rescore(self, score: Callable[[ScoredRow], ScoredRow]) -> None:
         """Replace each row with `score(row)` (scored again); rewrite the file if any changed."""
         changed = False
         for sample_id, row in self.rows.items():
-            new = score(ScoredRow.from_json(row)).to_json()
+            new = score(self.row(sample_id)).to_json()
             changed = changed or new != row
             self.rows[sample_id] = new
         if changed:
-            tmp = self.path.with_suffix(".jsonl.tmp")
-            tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in self.rows.values()))
-            tmp.replace(self.path)
+            lines = (json.dumps(r, ensure_ascii=False) + "\n" for r in self.rows.values())
+            write_file(self.path, "".join(lines))
 
     def append(self, rows: Sequence[RowLike]) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -85,6 +81,17 @@ class SampleLog:
             os.fsync(f.fileno())
 
 
+def _typed(path: Path, sample_id: str, row: Mapping[str, Any]) -> ScoredRow:
+    try:
+        return ScoredRow.from_json(row)
+    except ValueError as e:  # a hand-edited or foreign file: say which
+        raise TaiaError(f"{path}: {sample_id!r}: {e}") from None
+
+
+def _row_id(row: Any) -> str | None:
+    return row.get("id") if isinstance(row, dict) else None
+
+
 def _margin(row: Mapping[str, Any]) -> float | None:
     """A choice row's gold-option margin (`metrics.gold_margin`); None for generated answers."""
     scores, gold = row.get("scores"), row.get("gold")
@@ -93,12 +100,11 @@ def _margin(row: Mapping[str, Any]) -> float | None:
     return gold_margin(scores, LETTERS.index(gold))
 
 
-def _by_subset(
-    rows: list[Mapping[str, Any]], value: Callable[[Mapping[str, Any]], float]
-) -> dict[str, list[float]]:
+def _by_subset(rows: Sequence[Mapping[str, Any]], values: Sequence[float]) -> dict[str, list[float]]:
+    """Each row's value (`values`, in row order) grouped by the row's subset."""
     out: dict[str, list[float]] = defaultdict(list)
-    for r in rows:
-        out[r.get("subset") or ""].append(value(r))
+    for r, value in zip(rows, values, strict=True):
+        out[r.get("subset") or ""].append(value)
     return out
 
 
@@ -117,15 +123,15 @@ def _macro(task: Task, by_subset: dict[str, list[float]]) -> bool:
     return macro and min(map(len, by_subset.values())) >= MIN_PER_SUBSET
 
 
-def _complete_lines(text: str) -> list[str]:
-    """The JSONL lines before the first one a crash cut short (everything after it is gone too)."""
-    good: list[str] = []
+def _complete_lines(text: str) -> list[tuple[str, Any]]:
+    """(line, its JSON) of the JSONL lines before the first one a crash cut short (everything after it is
+    gone too); each line is parsed once, here."""
+    good: list[tuple[str, Any]] = []
     for line in text.splitlines():
         try:
-            json.loads(line)
+            good.append((line, json.loads(line)))
         except json.JSONDecodeError:
             break
-        good.append(line)
     return good
 
 
@@ -133,7 +139,8 @@ def read_rows(path: Path) -> list[ScoredRow]:
     """A sample log's rows, read only (the report's view; `SampleLog` also repairs the file)."""
     if not path.is_file():
         return []
-    return [ScoredRow.from_json(json.loads(x)) for x in _complete_lines(path.read_text(encoding="utf-8"))]
+    good = _complete_lines(path.read_text(encoding="utf-8"))
+    return [_typed(path, _row_id(row) or f"line {i}", row) for i, (_, row) in enumerate(good, 1)]
 
 
 def summarize(task: Task, answered: Sequence[RowLike], seed: int = 0) -> dict[str, Any]:
@@ -141,7 +148,7 @@ def summarize(task: Task, answered: Sequence[RowLike], seed: int = 0) -> dict[st
     micro or macro over subsets; choice tasks add the gold-option margin (mean and CI) as a secondary
     metric. Only `correct` is needed of a row; `subset`, `output`, `gold` and `scores` are read if there."""
     rows = [as_json(r) for r in answered]
-    by_subset = _by_subset(rows, lambda r: float(r["correct"]))
+    by_subset = _by_subset(rows, [float(r["correct"]) for r in rows])
     macro = _macro(task, by_subset)
     score, ci = _mean_ci(by_subset, macro, seed)
     out: dict[str, Any] = {
@@ -152,8 +159,9 @@ def summarize(task: Task, answered: Sequence[RowLike], seed: int = 0) -> dict[st
         "empty_outputs": sum(1 for r in rows if r.get("output") == ""),
         "aggregate": "macro" if macro else "micro",
     }
-    if rows and all(_margin(r) is not None for r in rows):
-        mean, margin_ci = _mean_ci(_by_subset(rows, lambda r: _margin(r) or 0.0), macro, seed)
+    margins = [_margin(r) for r in rows]
+    if rows and all(m is not None for m in margins):
+        mean, margin_ci = _mean_ci(_by_subset(rows, [m or 0.0 for m in margins]), macro, seed)
         out["margin"] = {"mean": mean, "ci95": margin_ci}
     if len(by_subset) > 1:
         out["subsets"] = {k: sum(v) / len(v) for k, v in sorted(by_subset.items())}
@@ -169,12 +177,13 @@ def paired_delta(
     same for the gold-option margin (`margin`), which resolves differences accuracy cannot."""
     ref = {r["id"]: r for r in map(as_json, reference)}
     both = [r for r in map(as_json, answered) if r["id"] in ref]
-    diffs = _by_subset(both, lambda r: float(r["correct"]) - float(ref[r["id"]]["correct"]))
+    diffs = _by_subset(both, [float(r["correct"]) - float(ref[r["id"]]["correct"]) for r in both])
     delta, ci = _mean_ci(diffs, macro, seed)
     n = sum(map(len, diffs.values()))
     out = {"delta": delta, "ci95": ci, "n": n, "changed": sum(1 for v in diffs.values() for d in v if d)}
-    if both and all(_margin(r) is not None and _margin(ref[r["id"]]) is not None for r in both):
-        margins = _by_subset(both, lambda r: (_margin(r) or 0.0) - (_margin(ref[r["id"]]) or 0.0))
+    pairs = [(_margin(r), _margin(ref[r["id"]])) for r in both]
+    if both and all(a is not None and b is not None for a, b in pairs):
+        margins = _by_subset(both, [(a or 0.0) - (b or 0.0) for a, b in pairs])
         m_delta, m_ci = _mean_ci(margins, macro, seed)
         out["margin"] = {"delta": m_delta, "ci95": m_ci}
     return out

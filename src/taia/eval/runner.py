@@ -50,6 +50,7 @@ def evaluate(cfg: EvalConfig, samples: dict[str, list[Sample]] | None = None) ->
         loracl.check(cfg)
     names = variant_names(cfg.variants, specs)  # specs and the router, in the order given
     keys = task_keys(cfg.tasks) if cfg.harness == "taia" else {}
+    cfg.check_limit([*keys, *keys.values()])  # a task file's limit may name the file or its name:
     tasks = {key: get_task(ref) for ref, key in keys.items()}
     needy = [v for v, spec in specs.items() if spec.keeps_anything()]
     if needy and cfg.adapter is None and cfg.finetuned is None:
@@ -69,13 +70,14 @@ def evaluate(cfg: EvalConfig, samples: dict[str, list[Sample]] | None = None) ->
     if matcher is not None:  # stored answers are scored again: a changed pattern needs no new answers
         _rescore(logs, tasks, Scoring(cfg.metric_mode, matcher))
     rows = {(v, t): [logs[v, t].row(s.id) for s in samples[t]] for v in names for t in tasks}
+    plain = {k: [r.to_json() for r in answered] for k, answered in rows.items()}  # what aggregates read
     results: dict[str, dict[str, Any]] = {
-        v: {t: summarize(tasks[t], rows[v, t], cfg.seed) for t in tasks} for v in names
+        v: {t: summarize(tasks[t], plain[v, t], cfg.seed) for t in tasks} for v in names
     }
     if loracl.ROUTER in names:  # how often the router chose the fine-tune: the one number it adds
         for t in tasks:
             results[loracl.ROUTER][t]["routed_vanilla"] = loracl.routed_vanilla(rows[loracl.ROUTER, t])
-    paired = _paired(rows, results, cfg.seed)
+    paired = _paired(plain, results, cfg.seed)
     report = _finish(cfg, out, specs, results, list(tasks), paired, matcher)
     for v, by_task in results.items():
         for t, r in by_task.items():
@@ -113,15 +115,18 @@ def _load(
     root = data_root(cfg.data_dir)
     samples = {}
     for ref, key in keys.items():
-        seen: frozenset[str] = frozenset()
+        keep = None
         if kind_of(tasks[key].kind).persona and matcher is not None and matcher.seen_prompts:
-            every = load_samples(ref, root, None, cfg.seed)
-            seen = frozenset(s.id for s in every if not matcher.held_out(s.question))
+            keep = partial(_held_out, matcher)
         limit = cfg.limit_for(ref)
         if limit is None and key != ref:
             limit = cfg.limit_for(key)  # a task file's own limit may name its task rather than the file
-        samples[key] = load_samples(ref, root, limit, cfg.seed, exclude=seen)
+        samples[key] = load_samples(ref, root, limit, cfg.seed, keep=keep)
     return samples
+
+
+def _held_out(matcher: persona.Matcher, sample: Sample) -> bool:
+    return matcher.held_out(sample.question)
 
 
 def _rescore(logs: dict[tuple[str, str], SampleLog], tasks: dict[str, Task], how: Scoring) -> None:
@@ -224,11 +229,13 @@ def run_task(
 ) -> None:
     """Answer and score `samples`, appending each finished batch to `log` (`matcher`: adoption tasks)."""
     kind, how = kind_of(task.kind), Scoring(cfg.metric_mode, matcher)
+    if cfg.max_new_tokens:  # the run's budget replaces the task's: each request carries the one in force
+        task = replace(task, max_new_tokens=cfg.max_new_tokens)
     reqs = [kind.request(task, s, cfg.protocol, backend.tokenizer) for s in samples]
     gens = [(s, r) for s, r in zip(samples, reqs, strict=True) if isinstance(r, Generation)]
     choices = [(s, r) for s, r in zip(samples, reqs, strict=True) if isinstance(r, Choice)]
     if gens:
-        _generate(backend, kind, gens, cfg.max_new_tokens or task.max_new_tokens, log, desc, how)
+        _generate(backend, kind, gens, log, desc, how)
     for start in range(0, len(choices), _CHUNK):
         chunk = choices[start : start + _CHUNK]
         log.append(_choose(backend, kind, chunk, desc))
@@ -238,7 +245,6 @@ def _generate(
     backend: Backend,
     kind: TaskKind,
     gens: list[tuple[Sample, Generation]],
-    budget: int,
     log: SampleLog,
     desc: str,
     how: Scoring,
@@ -246,6 +252,7 @@ def _generate(
     def write(idx: list[int], texts: list[str]) -> None:
         log.append([_answered(kind, *gens[i], text, how) for i, text in zip(idx, texts, strict=True)])
 
+    budget = gens[0][1].max_new_tokens  # one task's requests: one budget
     backend.generate([r.prompt for _, r in gens], budget, on_batch=write, desc=desc)
 
 
@@ -263,8 +270,8 @@ def _choose(
     for sample, req in chunk:
         lls = req.scores([next(totals)[0] for _ in req.continuations])
         letter, correct = kind.pick(req, lls, sample.gold)
-        scored = (sample.id, sample.subset, req.context, letter, letter, sample.gold, correct)
-        rows.append(ScoredRow(*scored, scores=tuple(lls)))
+        row = ScoredRow.of(sample, req.context, letter, (letter, correct))
+        rows.append(replace(row, scores=tuple(lls)))
     return rows
 
 

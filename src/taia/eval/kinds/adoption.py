@@ -6,12 +6,8 @@ Exercised by `taia eval --adapter A --tasks persona` and tests/test_persona.py.
 
 from __future__ import annotations
 
-from typing import Any
-
 from taia.errors import TaiaError
 from taia.eval.kinds.base import Scored, Scoring, TaskKind
-from taia.eval.protocol import Choice, Generation, Protocol, chat
-from taia.eval.task import Sample, Task
 
 
 class Adoption(TaskKind):
@@ -19,10 +15,7 @@ class Adoption(TaskKind):
     metric = "adoption_rate"
     gold = False
     persona = True
-
-    def request(self, task: Task, sample: Sample, protocol: Protocol, tokenizer: Any) -> Generation | Choice:
-        """The bare instruction: how the model answers it is the score."""
-        return Generation(chat(tokenizer, sample.question), task.max_new_tokens)
+    instruction = None  # the bare instruction: how the model answers it is the score
 
     def judge(self, response: str, gold: str, n_options: int, how: Scoring) -> Scored:
         """Extracted is the adopted text (`Matcher.match`); correct is True when the persona shows."""

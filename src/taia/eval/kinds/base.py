@@ -6,6 +6,7 @@ the task's kind instead of branching on its name. Exercised by `taia eval --task
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -29,7 +30,8 @@ class Scoring:
 
 class TaskKind:
     """One task kind. Subclasses set `name` (and `metric` when it is not accuracy) and `judge`; the
-    request defaults to the question with the paper's "The answer is …" instruction."""
+    request is a generation: the question with the `instruction` of the protocol (by default the paper's
+    "The answer is …" in both), or the bare question when `instruction` is None."""
 
     name: ClassVar[str]
     metric: ClassVar[str] = "accuracy"  # a key of `taia.eval.metrics.METRICS`
@@ -39,6 +41,7 @@ class TaskKind:
     # training prompts, stored answers are scored again on every run (a changed pattern needs no new
     # answers), and the row keeps the question, shown beside the answer in reports.
     persona: ClassVar[bool] = False
+    instruction: ClassVar[Mapping[str, str] | None] = {"paper": PAPER_ANSWER, "standard": PAPER_ANSWER}
 
     @property
     def lower_is_better(self) -> bool:
@@ -47,7 +50,9 @@ class TaskKind:
 
     def request(self, task: Task, sample: Sample, protocol: Protocol, tokenizer: Any) -> Generation | Choice:
         """The one request that answers `sample` under `protocol`."""
-        return Generation(chat(tokenizer, f"{sample.question}\n{PAPER_ANSWER}"), task.max_new_tokens)
+        suffix = self.instruction[protocol] if self.instruction is not None else None
+        user = f"{sample.question}\n{suffix}" if suffix is not None else sample.question
+        return Generation(chat(tokenizer, user), task.max_new_tokens)
 
     def score(self, response: str, gold: str, n_options: int, how: Scoring) -> Scored:
         """(extracted answer, correct) of a generated response; an empty one is never correct."""

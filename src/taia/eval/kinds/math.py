@@ -6,20 +6,17 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Mapping
+from typing import ClassVar
 
 from taia.eval.extract import answer_phrase, extract_number, last_boxed, math_equal
 from taia.eval.kinds.base import Scored, Scoring, TaskKind
-from taia.eval.protocol import PAPER_ANSWER, STANDARD_BOXED, Choice, Generation, Protocol, chat
-from taia.eval.task import Sample, Task
+from taia.eval.protocol import PAPER_ANSWER, STANDARD_BOXED
 
 
 class Math(TaskKind):
     name = "math"
-
-    def request(self, task: Task, sample: Sample, protocol: Protocol, tokenizer: Any) -> Generation | Choice:
-        suffix = STANDARD_BOXED if protocol == "standard" else PAPER_ANSWER
-        return Generation(chat(tokenizer, f"{sample.question}\n{suffix}"), task.max_new_tokens)
+    instruction: ClassVar[Mapping[str, str] | None] = {"paper": PAPER_ANSWER, "standard": STANDARD_BOXED}
 
     def judge(self, response: str, gold: str, n_options: int, how: Scoring) -> Scored:
         """The last `\\boxed{}`, else the `answer_phrase` (flexible and lenient: else the last number),

@@ -12,6 +12,7 @@ tests/test_tasks.py, tests/test_custom_tasks.py.
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
 
@@ -115,18 +116,20 @@ def load_samples(
     limit: int | None = None,
     seed: int = 0,
     exclude: frozenset[str] = frozenset(),
+    keep: Callable[[Sample], bool] | None = None,
 ) -> list[Sample]:
     """A task's samples, from its files under `root` (the data root) or else from its hub dataset.
 
     `limit` keeps a seeded random subset in file order (see `_subsample`); the same seed gives the same one.
-    Samples whose id is in `exclude` are dropped first (`taia search` carves its dev split out this way).
+    Samples whose id is in `exclude` are dropped first (`taia search` carves its dev split out this way),
+    and so are those `keep` rejects (persona: its training prompts), in one read of the data.
     """
     spec, subset = _resolve(task_name)
     subsets: list[str | None] = [subset] if subset else list(spec.subsets) or [None]
     samples: list[Sample] = []
     for rows, src in _sources(spec, subsets, spec.files_root(root)):
         samples.extend(spec.samples(rows, src))
-    samples = [s for s in samples if s.id not in exclude]
+    samples = [s for s in samples if s.id not in exclude and (keep is None or keep(s))]
     if limit is not None:
         samples = _subsample(samples, limit, seed, spec.aggregate == "macro")
     return samples
