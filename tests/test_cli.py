@@ -99,3 +99,21 @@ def test_a_config_field_is_a_flag(tmp_path):
     assert cfg.lr == 1e-4 and cfg.lora.r == 8
     ns = parse(["run", "x.yaml", "--no-report-html", "--data-dir", "d"])
     assert ns.report_html is False and ns.data_dir == "d"
+
+
+def test_help_and_light_configs_do_not_import_torch():
+    """`taia VERB --help` and the configs of apply / inspect / eval / search / report stay quick: no torch
+    (train and run configs hold MoLoraConfig, which lives beside the torch module in taia.molora)."""
+    code = """
+import sys
+from taia.cli import parse
+import taia.config, taia.eval.config, taia.search.config
+for verb in ("apply", "inspect", "eval", "search", "report"):
+    try:
+        parse([verb, "--help"])
+    except SystemExit:
+        pass
+print(sorted(m for m in ("torch", "transformers") if m in sys.modules))
+"""
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip().splitlines()[-1] == "[]", result.stderr

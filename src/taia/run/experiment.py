@@ -18,8 +18,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from taia.config import one_line
 from taia.eval.config import EvalConfig
-from taia.spec import one_line
 from taia.train.config import TrainConfig
 
 _MODELS: dict[str, type[BaseModel]] = {"train": TrainConfig, "eval": EvalConfig}
