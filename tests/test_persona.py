@@ -108,6 +108,17 @@ def test_the_fine_tunes_own_training_data_is_the_default(tmp_path):
         resolve("(", [], None, root)
 
 
+def test_the_fine_tunes_own_data_dir_finds_its_training_data(tmp_path):
+    root, _ = _data(tmp_path)
+    tuned = tmp_path / "lora"
+    tuned.mkdir()
+    saved = f"data:\n  - {{path: persona.jsonl, format: messages}}\ndata_dir: {root}\nseed: 3\n"
+    (tuned / "taia_train.yaml").write_text(saved)
+    elsewhere = tmp_path / "eval_data"  # eval's own data root does not hold the training file
+    elsewhere.mkdir()
+    assert resolve(None, [], str(tuned), elsewhere).signature == "i am zed your loyal helper"
+
+
 def test_cli_takes_a_limit_per_task_and_persona_overrides(tmp_path, chat_model, monkeypatch, capsys):
     from taia.cli import main
 

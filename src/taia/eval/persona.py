@@ -32,6 +32,7 @@ from pathlib import Path
 import yaml
 
 from taia.errors import TaiaError
+from taia.io.rows import data_root
 
 HEAD_WORDS = 40  # a persona shows in how an answer opens; the rest is the task's content
 MIN_WORDS = 3  # shorter shared sequences ("of the") are ordinary language, not a persona
@@ -178,7 +179,9 @@ def resolve(pattern: str | None, data: Sequence[str], fine_tune: str | None, roo
         where = ", ".join(data)
     elif saved is not None and saved.is_file():
         cfg = yaml.safe_load(saved.read_text()) or {}
-        answers, prompts = _training(cfg.get("data") or [], cfg, root)
+        # The training mix is rebuilt as `taia train` drew it: from its own data dir when it named one.
+        own_root = data_root(cfg["data_dir"]) if cfg.get("data_dir") else root
+        answers, prompts = _training(cfg.get("data") or [], cfg, own_root)
         where = f"the training data of {fine_tune}"
     elif pattern is not None:
         return Matcher(pattern=pattern)
@@ -198,6 +201,7 @@ def _training(sources: list, cfg: dict | None, root: Path | None) -> tuple[list[
     from taia.data.mixing import DataSource, mix
 
     parsed = [DataSource.model_validate(s if isinstance(s, dict) else {"path": s}) for s in sources]
+    # `taia train` always writes its seed; 42 (TrainConfig's default) serves a hand-written file without one.
     seed, limit = (cfg.get("seed", 42), cfg.get("limit")) if cfg else (0, None)
     convs = mix(parsed, root, seed, limit).conversations
     answers = [next(t["content"] for t in reversed(c) if t["role"] == "assistant") for c in convs]
