@@ -18,7 +18,6 @@ from taia.eval.metrics import lower_is_better, metric
 from taia.eval.results import REFERENCES
 from taia.run.evidence import margin_rows, side_by_side
 from taia.run.rundata import (
-    LOWER_IS_BETTER,
     PROPORTIONS,
     RunData,
     best_variants,
@@ -113,7 +112,7 @@ def _scores_section(data: RunData) -> list[Block]:
     if mean["tasks"]:
         rows.append(["mean‡", *(_bold(shown(mean["score"][v]), v in mean["best"]) for v in data.variants)])
     notes = ["Scores in percent with their 95 % confidence interval [lo, hi]; the best per task in **bold**."]
-    if any(data.metric(t) in LOWER_IS_BETTER for t in data.tasks):
+    if any(lower_is_better(data.metric(t)) for t in data.tasks):
         notes.append(
             "† attack success rate, persona adoption rate (or another lower-is-better metric): lower is "
             "better, so the lowest is in bold."

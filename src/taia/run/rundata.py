@@ -34,10 +34,9 @@ INSPECT = Path("inspect.json")
 PLOTS = "plots"
 OUTPUTS = {"md": "report.md", "csv": "report.csv", "json": "report.json", "html": "report.html"}
 
-# Read from the one metric table (taia.eval.metrics.METRICS): shown in percent, and which way is better.
+# Read from the one metric table (taia.eval.metrics.METRICS): shown in percent; those higher-is-better.
 PROPORTIONS = frozenset(name for name, m in METRICS.items() if m.proportion)
 ACCURACY = frozenset(name for name in PROPORTIONS if not METRICS[name].lower_is_better)
-LOWER_IS_BETTER = frozenset(name for name, m in METRICS.items() if m.lower_is_better)
 ROUNDING = (
     "proportions shown as f'{100 * x:.1f}' percent, Δ as signed percentage points of the unrounded "
     "difference, other metrics as f'{x:.3f}'"
