@@ -22,10 +22,11 @@ from taia.run.rundata import (
     RunData,
     best_variants,
     delta,
+    finite,
     mean_row,
     paired_ci,
-    score_row,
     shown,
+    shown_ci,
     training_summary,
 )
 
@@ -127,10 +128,7 @@ def _score_cell(data: RunData, variant: str, task: str) -> str:
     entry = data.entry(variant, task)
     if entry is None:
         return "–"
-    row = score_row(data, task, variant, entry, False)
-    text = shown(row["score"], row["metric"])
-    if row["ci_lo"] is not None and row["ci_hi"] is not None:
-        text += f" [{shown(row['ci_lo'], row['metric'])}, {shown(row['ci_hi'], row['metric'])}]"
+    text = shown_ci(finite(entry.get("score")), entry.get("ci95"), str(entry.get("metric", "accuracy")))
     return _bold(text, variant in best_variants(data, task))
 
 
@@ -173,12 +171,8 @@ def _delta_section(data: RunData) -> list[Block]:
 
 
 def _delta_cell(data: RunData, variant: str, task: str, reference: str) -> str:
-    text = shown(delta(data, variant, task, reference), data.metric(task), signed=True)
     ci = paired_ci(data, variant, task, reference)
-    if ci is None or text == "–":
-        return text
-    lo, hi = (shown(x, data.metric(task), signed=True) for x in ci)
-    return f"{text} [{lo}, {hi}]"
+    return shown_ci(delta(data, variant, task, reference), ci, data.metric(task), signed=True)
 
 
 def _margin_section(data: RunData) -> list[Block]:
@@ -187,15 +181,11 @@ def _margin_section(data: RunData) -> list[Block]:
         return []
 
     def ci(value: Any, interval: Any) -> str:
-        text = shown(value, "gold_margin", signed=True)
-        if isinstance(interval, list) and len(interval) == 2 and text != "–":
-            text += " [" + ", ".join(shown(x, "gold_margin", signed=True) for x in interval) + "]"
-        return text
+        return shown_ci(value, interval, "gold_margin", signed=True)
 
-    refs = ("base", "vanilla")
     table = [
         [_cell(r["task"]), _cell(r["variant"]), ci(r["mean"], r["ci95"]),
-         *(ci(r[f"delta_vs_{x}"], r[f"delta_vs_{x}_ci95"]) for x in refs)]
+         *(ci(r[f"delta_vs_{x}"], r[f"delta_vs_{x}_ci95"]) for x in REFERENCES)]
         for r in rows
     ]  # fmt: skip
     note = (

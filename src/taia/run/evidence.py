@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from taia.eval.metrics import metric
-from taia.eval.results import read_rows
+from taia.eval.results import REFERENCES, read_rows
 from taia.eval.scored import ScoredRow
 from taia.run.rundata import RunData, finite, shown
 
@@ -37,7 +37,7 @@ def margin_rows(data: RunData) -> list[dict[str, Any]]:
             paired = data.paired.get(variant, {}).get(task, {})
             row = {"task": task, "variant": variant, "mean": finite(margin.get("mean"))}
             row["ci95"] = margin.get("ci95")
-            for ref in ("base", "vanilla"):
+            for ref in REFERENCES:
                 pm = (paired.get(ref) or {}).get("margin") or {}
                 row[f"delta_vs_{ref}"] = finite(pm.get("delta"))
                 row[f"delta_vs_{ref}_ci95"] = pm.get("ci95")

@@ -162,6 +162,17 @@ def shown(x: float | None, metric: str = "accuracy", signed: bool = False) -> st
     return "+" + text[1:] if signed and float(text) == 0 else text  # no "-0.0"
 
 
+def shown_ci(x: float | None, ci: Any, metric: str = "accuracy", signed: bool = False) -> str:
+    """`x [lo, hi]`, each number as `shown` has it; `x` alone when x or either bound of the 95 % CI
+    (`ci`: a [lo, hi] list, or None) is missing or not finite."""
+    text = shown(x, metric, signed)
+    bounds = [finite(b) for b in ci] if isinstance(ci, (list, tuple)) and len(ci) == 2 else [None]
+    if text == "–" or None in bounds:
+        return text
+    lo, hi = (shown(b, metric, signed) for b in bounds)
+    return f"{text} [{lo}, {hi}]"
+
+
 # -------------------------------------------------------------------------------------------- the rows
 
 
