@@ -91,7 +91,7 @@ class RunData:
 def load_run(run_dir: Path) -> RunData:
     """Read a run dir; only the eval results are required (TaiaError without them)."""
     run_dir = Path(run_dir)
-    path = _results_path(run_dir)
+    path = results_path(run_dir)
     doc = _read_json(path)
     if not isinstance(doc, dict) or not isinstance(doc.get("results"), dict):
         raise TaiaError(f"{path} holds no 'results': not a `taia eval` results.json")
@@ -104,7 +104,9 @@ def load_run(run_dir: Path) -> RunData:
     return RunData(run_dir, doc["results"], doc.get("run") or {}, loss, train, inspect, stages, paired)
 
 
-def _results_path(run_dir: Path) -> Path:
+def results_path(run_dir: Path) -> Path:
+    """RUN/eval/results.json, or RESULTS.json of a bare `taia eval --out` dir (the eval's samples/ is
+    beside it); TaiaError when there is neither."""
     for path in (run_dir / RESULTS, run_dir / RESULTS.name):
         if path.is_file():
             return path
