@@ -99,3 +99,55 @@ def test_a_config_field_is_a_flag(tmp_path):
     assert cfg.lr == 1e-4 and cfg.lora.r == 8
     ns = parse(["run", "x.yaml", "--no-report-html", "--data-dir", "d"])
     assert ns.report_html is False and ns.data_dir == "d"
+
+
+def test_help_and_light_configs_do_not_import_torch():
+    """`taia VERB --help` and the configs of apply / inspect / eval / search / report stay quick: no torch
+    (train and run configs hold MoLoraConfig, which lives beside the torch module in taia.molora)."""
+    code = """
+import sys
+from taia.cli import parse
+import taia.config, taia.eval.config, taia.search.config
+for verb in ("apply", "inspect", "eval", "search", "report"):
+    try:
+        parse([verb, "--help"])
+    except SystemExit:
+        pass
+print(sorted(m for m in ("torch", "transformers") if m in sys.modules))
+"""
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip().splitlines()[-1] == "[]", result.stderr
+
+
+class _Ran(Exception):
+    """Raised by a stand-in for taia.run.run: the experiment it was given, and nothing run."""
+
+
+def _experiment(argv, monkeypatch):
+    import taia.run
+
+    def stop(cfg):
+        raise _Ran(cfg)
+
+    monkeypatch.setattr(taia.run, "run", stop, raising=False)
+    with pytest.raises(_Ran) as ran:
+        main(argv)
+    return ran.value.args[0]
+
+
+def test_data_dir_flag_sets_both_sections_and_yields_to_overrides(tmp_path, monkeypatch):
+    """file < flags < overrides: `--data-dir` sets train's and eval's data_dir; an override still wins."""
+    exp = tmp_path / "exp.yaml"
+    exp.write_text(yaml.safe_dump({"out": str(tmp_path / "r"), "train": {"data": ["a.json"]},
+                                   "eval": {"tasks": ["csqa"], "data_dir": "/file"}}))  # fmt: skip
+    cfg = _experiment(["run", str(exp), "--data-dir", "/flag"], monkeypatch)
+    assert cfg.train["data_dir"] == cfg.eval["data_dir"] == "/flag"
+    cfg = _experiment(["run", str(exp), "--data-dir", "/flag", "eval.data_dir=/override"], monkeypatch)
+    assert (cfg.train["data_dir"], cfg.eval["data_dir"]) == ("/flag", "/override")
+    cfg = _experiment(["run", str(exp), "eval.data_dir=/override", "--data-dir", "no"], monkeypatch)
+    assert (cfg.train["data_dir"], cfg.eval["data_dir"]) == ("no", "/override")  # a path, not YAML's false
+    given = ["train=null", "adapter=a", "--data-dir", "/flag"]  # no train section: eval's alone
+    cfg = _experiment(["run", str(exp), *given], monkeypatch)
+    assert cfg.train is None and cfg.eval["data_dir"] == "/flag"
+    cfg = _experiment(["quickstart", "--data-dir", "/flag", "train.data_dir=/t"], monkeypatch)
+    assert (cfg.train["data_dir"], cfg.eval["data_dir"]) == ("/t", "/flag")

@@ -348,3 +348,40 @@ def test_extrapolation_is_accepted_and_reported(llama, tmp_path, capsys):
     assert "note: λ outside [0, 1]" in capsys.readouterr().out
     assert json.loads((out / "taia_report.json").read_text())["extrapolated"] == {"attn": 2.5}
     assert leftovers(out) == []
+
+
+@pytest.mark.parametrize("step", ["mkstemp", "write", "replace"])
+def test_write_file_error_is_one_line_and_leaves_no_temp(tmp_path, monkeypatch, step):
+    import taia.io.atomic as atomic
+    from taia.errors import TaiaError
+
+    def full(*a, **k):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(tmp_path / ".report.md.tmp-x"))
+
+    if step == "mkstemp":
+        monkeypatch.setattr(atomic.tempfile, "mkstemp", full)
+    elif step == "replace":
+        monkeypatch.setattr(atomic.os, "replace", full)
+    elif step == "write":
+        monkeypatch.setattr(atomic.os, "fdopen", lambda fd, mode: _FullFile(fd))
+    out = tmp_path / "report.md"
+    with pytest.raises(TaiaError) as e:
+        atomic.write_file(out, "text")
+    assert str(e.value) == f"cannot write {out}: No space left on device"
+    assert list(tmp_path.iterdir()) == []
+
+
+class _FullFile:
+    """A file whose write fails as on a full disk (and which still closes its descriptor)."""
+
+    def __init__(self, fd):
+        self.fd = fd
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        os.close(self.fd)
+
+    def write(self, data):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))

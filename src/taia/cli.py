@@ -183,14 +183,20 @@ def _run_search(ns: argparse.Namespace) -> None:
     print(f"chose {result['best']}; wrote {cfg.out}")
 
 
-def _with_data_dir(cfg: Any, data_dir: str | None) -> Any:
-    """An experiment whose training and test data are read under `data_dir` (the `--data-dir` flag)."""
+def _data_dir_overrides(data_dir: str | None, file: str | None, overrides: list[str]) -> list[str]:
+    """`--data-dir D` as the overrides it stands for — `eval.data_dir=D`, and `train.data_dir=D` when the
+    experiment trains — to go before the user's, so theirs win (file < flags < overrides)."""
     if data_dir is None:
-        return cfg
-    update: dict[str, Any] = {"eval": {**cfg.eval, "data_dir": data_dir}}
-    if cfg.train is not None:
-        update["train"] = {**cfg.train, "data_dir": data_dir}
-    return type(cfg).model_validate({**cfg.model_dump(), **update})
+        return []
+    from taia.config import load_mapping, parse_overrides
+
+    value = json.dumps(data_dir, ensure_ascii=False)  # quoted: a path stays a string, whatever it looks like
+    given = parse_overrides(overrides)
+    if "train" in given:  # `train=null` drops the file's section; `train.lr=…` makes one
+        train = given["train"]
+    else:
+        train = load_mapping(Path(file), "config file").get("train") if file else None
+    return [f"eval.data_dir={value}", *([f"train.data_dir={value}"] if train is not None else [])]
 
 
 def _run_run(ns: argparse.Namespace) -> None:
@@ -200,8 +206,8 @@ def _run_run(ns: argparse.Namespace) -> None:
     file, overrides = _split_positionals(ns.args)
     if file is None:
         raise TaiaError("give an experiment file: taia run EXPERIMENT.yaml [key=value ...]")
-    cfg = build_config(ExperimentConfig, file, _flags(ns, ("data_dir",)), overrides)
-    run(_with_data_dir(cfg, ns.data_dir))
+    overrides = [*_data_dir_overrides(ns.data_dir, file, overrides), *overrides]
+    run(build_config(ExperimentConfig, file, _flags(ns, ("data_dir",)), overrides))
 
 
 def _run_quickstart(ns: argparse.Namespace) -> None:
@@ -215,8 +221,8 @@ def _run_quickstart(ns: argparse.Namespace) -> None:
     if file is not None:
         raise TaiaError(f"quickstart takes only key=value overrides, got {file!r}; use `taia run {file}`")
     with resources.as_file(resources.files("taia.run") / "quickstart.yaml") as path:
+        overrides = [*_data_dir_overrides(ns.data_dir, str(path), overrides), *overrides]
         cfg = build_config(ExperimentConfig, str(path), _flags(ns, ("data_dir",)), overrides)
-    cfg = _with_data_dir(cfg, ns.data_dir)
     from taia.run.evidence import summary_text
     from taia.run.rundata import load_run
 

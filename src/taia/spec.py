@@ -16,15 +16,14 @@ Exercised by `taia apply --spec taia|taia-ref|taif|vanilla|base|FILE.yaml` and t
 
 from __future__ import annotations
 
-import difflib
 import re
 from pathlib import Path
-from typing import Any, get_args
+from typing import Any
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from taia.classify import GROUPS, Group, ParamInfo
+from taia.config import load_mapping, one_line
 from taia.errors import TaiaError
 from taia.registry import Registry, did_you_mean
 
@@ -169,61 +168,8 @@ def load_spec(spec: str | Path | TaiaSpec | dict[str, Any]) -> TaiaSpec:
     return PRESETS.get(text)
 
 
-def load_mapping(path: Path, what: str) -> dict[str, Any]:
-    """A YAML file holding a mapping; a missing file, bad syntax or another shape is a one-line TaiaError."""
-    if not path.is_file():
-        raise TaiaError(f"{what} {path} not found")
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise TaiaError(f"{path} is not valid YAML: {' '.join(str(e).split())}") from None
-    if not isinstance(data, dict):
-        raise TaiaError(f"{what} {path} must hold a mapping")
-    return data
-
-
 def _validate(data: dict[str, Any], where: str) -> TaiaSpec:
     try:
         return TaiaSpec.model_validate(data)
     except ValidationError as e:
         raise TaiaError(f"invalid spec {where}: {one_line(e, TaiaSpec)}") from None
-
-
-def one_line(e: ValidationError, model: type[BaseModel] | None = None) -> str:
-    """Pydantic errors as one line: `key.path: message; …`, unknown keys with a "did you mean"."""
-    known = _field_names(model) if model else set()
-    hints: dict[str, str] = getattr(model, "KEY_HINTS", {})
-    parts = []
-    for err in e.errors():
-        loc = ".".join(str(x) for x in err["loc"]) or "(root)"
-        msg = err["msg"].removeprefix("Value error, ")
-        if err["type"] == "extra_forbidden":
-            top = sorted(model.model_fields) if model and len(err["loc"]) == 1 else []
-            msg = "unknown key" + _suggest(str(err["loc"][-1]), known, hints, top)
-        parts.append(f"{loc}: {msg}")
-    return "; ".join(parts)
-
-
-def _suggest(key: str, known: set[str], hints: dict[str, str], top: list[str]) -> str:
-    """ " (did you mean 'x'?)" from the close names and from other tools' names for the same thing
-    (`hints`: TRL's learning_rate is taia's lr); else the keys there are, so that no guess is needed."""
-    close = difflib.get_close_matches(key, sorted(known | set(hints)), n=1, cutoff=0.6)
-    if close:
-        return f" (did you mean {hints.get(close[0], close[0])!r}?)"
-    return f" (known: {', '.join(top)})" if top else ""
-
-
-def _field_names(model: type[BaseModel]) -> set[str]:
-    """Every key a model (and the models nested in it) accepts, aliases included."""
-    names: set[str] = set()
-    for name, f in model.model_fields.items():
-        names.update({name, f.alias or name})
-        for sub in _nested_models(f.annotation):
-            names |= _field_names(sub)
-    return names
-
-
-def _nested_models(annotation: Any) -> list[type[BaseModel]]:
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return [annotation]
-    return [m for arg in get_args(annotation) for m in _nested_models(arg)]

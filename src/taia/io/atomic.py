@@ -49,22 +49,29 @@ def atomic_dir(out: str | Path, overwrite: bool = False) -> Iterator[Path]:
 
 def write_file(path: Path, data: str | bytes) -> Path:
     """Write `path` through a temp file in its dir, so that a reader (or a crash) never sees half a file;
-    text is UTF-8. The file follows the umask (`mkstemp` would leave it 0600)."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
+    text is UTF-8. The file follows the umask (`mkstemp` would leave it 0600). A file-system error is one
+    line naming `path` (not the temp file, which is removed)."""
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
+    except OSError as e:
+        raise write_error(path, e, named=False) from None
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data.encode("utf-8") if isinstance(data, str) else data)
         os.chmod(tmp, 0o666 & ~umask())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(e, OSError):
+            raise write_error(path, e, named=False) from None
         raise
     return path
 
 
-def write_error(out: Path, e: OSError) -> TaiaError:
-    """`cannot write O: No space left on device (O/.tmp-…/model.safetensors)` — one line."""
-    where = f" ({e.filename})" if e.filename else ""
+def write_error(out: Path, e: OSError, named: bool = True) -> TaiaError:
+    """`cannot write O: No space left on device (O/.tmp-…/model.safetensors)` — one line; `named=False`
+    leaves out the file the error names (write_file's: a temp file that is gone)."""
+    where = f" ({e.filename})" if e.filename and named else ""
     return TaiaError(f"cannot write {out}: {e.strerror or e}{where}")
 
 

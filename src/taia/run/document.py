@@ -18,15 +18,15 @@ from taia.eval.metrics import lower_is_better, metric
 from taia.eval.results import REFERENCES
 from taia.run.evidence import margin_rows, side_by_side
 from taia.run.rundata import (
-    LOWER_IS_BETTER,
     PROPORTIONS,
     RunData,
     best_variants,
     delta,
+    finite,
     mean_row,
     paired_ci,
-    score_row,
     shown,
+    shown_ci,
     training_summary,
 )
 
@@ -113,7 +113,7 @@ def _scores_section(data: RunData) -> list[Block]:
     if mean["tasks"]:
         rows.append(["mean‡", *(_bold(shown(mean["score"][v]), v in mean["best"]) for v in data.variants)])
     notes = ["Scores in percent with their 95 % confidence interval [lo, hi]; the best per task in **bold**."]
-    if any(data.metric(t) in LOWER_IS_BETTER for t in data.tasks):
+    if any(lower_is_better(data.metric(t)) for t in data.tasks):
         notes.append(
             "† attack success rate, persona adoption rate (or another lower-is-better metric): lower is "
             "better, so the lowest is in bold."
@@ -128,10 +128,7 @@ def _score_cell(data: RunData, variant: str, task: str) -> str:
     entry = data.entry(variant, task)
     if entry is None:
         return "–"
-    row = score_row(data, task, variant, entry, False)
-    text = shown(row["score"], row["metric"])
-    if row["ci_lo"] is not None and row["ci_hi"] is not None:
-        text += f" [{shown(row['ci_lo'], row['metric'])}, {shown(row['ci_hi'], row['metric'])}]"
+    text = shown_ci(finite(entry.get("score")), entry.get("ci95"), str(entry.get("metric", "accuracy")))
     return _bold(text, variant in best_variants(data, task))
 
 
@@ -174,12 +171,8 @@ def _delta_section(data: RunData) -> list[Block]:
 
 
 def _delta_cell(data: RunData, variant: str, task: str, reference: str) -> str:
-    text = shown(delta(data, variant, task, reference), data.metric(task), signed=True)
     ci = paired_ci(data, variant, task, reference)
-    if ci is None or text == "–":
-        return text
-    lo, hi = (shown(x, data.metric(task), signed=True) for x in ci)
-    return f"{text} [{lo}, {hi}]"
+    return shown_ci(delta(data, variant, task, reference), ci, data.metric(task), signed=True)
 
 
 def _margin_section(data: RunData) -> list[Block]:
@@ -188,15 +181,11 @@ def _margin_section(data: RunData) -> list[Block]:
         return []
 
     def ci(value: Any, interval: Any) -> str:
-        text = shown(value, "gold_margin", signed=True)
-        if isinstance(interval, list) and len(interval) == 2 and text != "–":
-            text += " [" + ", ".join(shown(x, "gold_margin", signed=True) for x in interval) + "]"
-        return text
+        return shown_ci(value, interval, "gold_margin", signed=True)
 
-    refs = ("base", "vanilla")
     table = [
         [_cell(r["task"]), _cell(r["variant"]), ci(r["mean"], r["ci95"]),
-         *(ci(r[f"delta_vs_{x}"], r[f"delta_vs_{x}_ci95"]) for x in refs)]
+         *(ci(r[f"delta_vs_{x}"], r[f"delta_vs_{x}_ci95"]) for x in REFERENCES)]
         for r in rows
     ]  # fmt: skip
     note = (

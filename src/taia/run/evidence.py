@@ -7,7 +7,7 @@ and the result in plain words.
     plain_words(data)      the run's finding in sentences, built from the numbers (`taia quickstart` ends
                            with it)
 
-Reads RUN/eval/results.json (through RunData) and RUN/eval/samples/. Exercised by `taia quickstart`,
+Reads RUN/eval/results.json (through RunData) and the samples/ beside it. Exercised by `taia quickstart`,
 `taia report RUN_DIR` and tests/test_persona.py.
 """
 
@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from taia.eval.metrics import metric
-from taia.eval.results import read_rows
+from taia.eval.results import REFERENCES, read_rows
 from taia.eval.scored import ScoredRow
-from taia.run.rundata import RunData, finite, shown
+from taia.run.rundata import RunData, finite, paired_ci, results_path, shown, shown_ci
 
 MAX_ANSWER = 240  # characters of an answer shown side by side; the opening is what differs
 BASE_WARN = 0.1  # base never saw the persona: a higher adoption rate means the signature is too common
@@ -37,7 +37,7 @@ def margin_rows(data: RunData) -> list[dict[str, Any]]:
             paired = data.paired.get(variant, {}).get(task, {})
             row = {"task": task, "variant": variant, "mean": finite(margin.get("mean"))}
             row["ci95"] = margin.get("ci95")
-            for ref in ("base", "vanilla"):
+            for ref in REFERENCES:
                 pm = (paired.get(ref) or {}).get("margin") or {}
                 row[f"delta_vs_{ref}"] = finite(pm.get("delta"))
                 row[f"delta_vs_{ref}_ci95"] = pm.get("ci95")
@@ -50,7 +50,7 @@ def _samples(data: RunData, variant: str, task: str) -> list[ScoredRow]:
 
 
 def _samples_dir(run_dir: Path) -> Path:
-    return run_dir / "eval" / "samples" if (run_dir / "eval").is_dir() else run_dir / "samples"
+    return results_path(run_dir).parent / "samples"  # the eval wrote both
 
 
 def side_by_side(data: RunData, task: str) -> dict[str, Any] | None:
@@ -87,7 +87,7 @@ def plain_words(data: RunData) -> list[str]:
         name = data.metric(task)
         if metric(name).lower_is_better and metric(name).proportion:
             lines.append(_rate_sentence(data, task, name))
-        elif name in ("accuracy",):
+        elif name == "accuracy":
             lines.append(_ability_sentence(data, task))
     return [line for line in lines if line]
 
@@ -110,8 +110,9 @@ def _rate_sentence(data: RunData, task: str, name: str) -> str:
         )
     if "taia" in data.variants and "vanilla" in data.variants:
         d = (data.paired.get("taia", {}).get(task, {}) or {}).get("vanilla") or {}
-        if finite(d.get("delta")) is not None:
-            lo, hi = (shown(x, name, signed=True) for x in d["ci95"])
+        ci = paired_ci(data, "taia", task, "vanilla")
+        if finite(d.get("delta")) is not None and ci is not None:
+            lo, hi = (shown(x, name, signed=True) for x in ci)
             text += (
                 f" TAIA (fine-tuned attention, base FFN) − vanilla (the whole fine-tune): "
                 f"{shown(d['delta'], name, signed=True)} points [{lo}, {hi}]"
@@ -128,8 +129,7 @@ def _ability_sentence(data: RunData, task: str) -> str:
     for v in data.variants:
         d = (data.paired.get(v, {}).get(task, {}) or {}).get("base") or {}
         if v != "base" and finite(d.get("delta")) is not None:
-            lo, hi = (shown(x, signed=True) for x in d["ci95"])
-            deltas.append(f"{v} {shown(d['delta'], signed=True)} [{lo}, {hi}]")
+            deltas.append(f"{v} {shown_ci(d['delta'], paired_ci(data, v, task, 'base'), signed=True)}")
     if deltas:
         text += " Paired Δ vs base (points, 95 % CI): " + "; ".join(deltas) + "."
     return text

@@ -13,16 +13,18 @@ fails at once with its path. Exercised by `taia run EXPERIMENT.yaml`.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from taia.config import one_line
 from taia.eval.config import EvalConfig
-from taia.spec import one_line
 from taia.train.config import TrainConfig
 
 _MODELS: dict[str, type[BaseModel]] = {"train": TrainConfig, "eval": EvalConfig}
+C = TypeVar("C")
 _FILLED = {"train": ("model", "out"), "eval": ("model", "adapter", "finetuned", "out")}
 
 
@@ -54,39 +56,12 @@ class ExperimentConfig(BaseModel):
         given = [k for k in ("train", "adapter", "finetuned") if getattr(self, k) is not None]
         if len(given) != 1:
             raise ValueError("give exactly one of train: (a section), adapter: or finetuned:")
-        for section, build in (("train", self.train_config), ("eval", self.eval_config)):
-            try:  # validated now, so a bad key fails before any work, named with its section
-                build()
-            except ValidationError as e:
-                parts = one_line(e, _MODELS[section]).split("; ")
-                raise ValueError("; ".join(f"{section}.{part}" for part in parts)) from None
-        self._check_router()
-        self._check_tasks()
+        # Both sections are validated now (each built once), so a bad key fails before any work.
+        train = _section("train", self.train_config)
+        ec = _section("eval", lambda: self._eval_config(*self._fine_tune(train)))
+        _check_router(ec)
+        _check_tasks(ec)
         return self
-
-    def _check_tasks(self) -> None:
-        """Unknown tasks and malformed task files fail now, not after training."""
-        from taia.errors import TaiaError
-        from taia.eval.tasks import task_keys
-
-        ec = self.eval_config()
-        if ec.harness == "taia":
-            try:
-                task_keys(ec.tasks)
-            except TaiaError as e:
-                raise ValueError(f"eval.tasks: {e}") from None
-
-    def _check_router(self) -> None:
-        """`loracl` without base or vanilla (or on lm-eval / vLLM) fails now, not after training."""
-        from taia.errors import TaiaError
-        from taia.eval.loracl import ROUTER, check
-
-        ec = self.eval_config()
-        if ROUTER in ec.variants:
-            try:
-                check(ec)
-            except TaiaError as e:
-                raise ValueError(f"eval.variants: {e}") from None
 
     @property
     def run_dir(self) -> Path:
@@ -101,12 +76,49 @@ class ExperimentConfig(BaseModel):
 
     def fine_tune(self) -> tuple[str | None, str | None]:
         """(adapter, finetuned) the evaluation uses: given, or what the train stage writes."""
-        cfg = self.train_config()
-        if cfg is None:
+        return self._fine_tune(self.train_config())
+
+    def _fine_tune(self, train: TrainConfig | None) -> tuple[str | None, str | None]:
+        if train is None:
             return self.adapter, self.finetuned
-        return (None, cfg.out) if cfg.method == "full" else (cfg.out, None)
+        return (None, train.out) if train.method == "full" else (train.out, None)
 
     def eval_config(self) -> EvalConfig:
-        adapter, finetuned = self.fine_tune()
+        return self._eval_config(*self.fine_tune())
+
+    def _eval_config(self, adapter: str | None, finetuned: str | None) -> EvalConfig:
         data = {**self.eval, "model": self.model, "adapter": adapter, "finetuned": finetuned}
         return EvalConfig.model_validate({**data, "out": str(self.run_dir / "eval")})
+
+
+def _section(section: str, build: Callable[[], C]) -> C:
+    """A section's config, built; its errors named with the section (`eval.tasks: …`)."""
+    try:
+        return build()
+    except ValidationError as e:
+        parts = one_line(e, _MODELS[section]).split("; ")
+        raise ValueError("; ".join(f"{section}.{part}" for part in parts)) from None
+
+
+def _check_tasks(ec: EvalConfig) -> None:
+    """Unknown tasks and malformed task files fail now, not after training."""
+    from taia.errors import TaiaError
+    from taia.eval.tasks import task_keys
+
+    if ec.harness == "taia":
+        try:
+            task_keys(ec.tasks)
+        except TaiaError as e:
+            raise ValueError(f"eval.tasks: {e}") from None
+
+
+def _check_router(ec: EvalConfig) -> None:
+    """`loracl` without base or vanilla (or on lm-eval / vLLM) fails now, not after training."""
+    from taia.errors import TaiaError
+    from taia.eval.loracl import ROUTER, check
+
+    if ROUTER in ec.variants:
+        try:
+            check(ec)
+        except TaiaError as e:
+            raise ValueError(f"eval.variants: {e}") from None

@@ -34,10 +34,9 @@ INSPECT = Path("inspect.json")
 PLOTS = "plots"
 OUTPUTS = {"md": "report.md", "csv": "report.csv", "json": "report.json", "html": "report.html"}
 
-# Read from the one metric table (taia.eval.metrics.METRICS): shown in percent, and which way is better.
+# Read from the one metric table (taia.eval.metrics.METRICS): shown in percent; those higher-is-better.
 PROPORTIONS = frozenset(name for name, m in METRICS.items() if m.proportion)
 ACCURACY = frozenset(name for name in PROPORTIONS if not METRICS[name].lower_is_better)
-LOWER_IS_BETTER = frozenset(name for name, m in METRICS.items() if m.lower_is_better)
 ROUNDING = (
     "proportions shown as f'{100 * x:.1f}' percent, Δ as signed percentage points of the unrounded "
     "difference, other metrics as f'{x:.3f}'"
@@ -92,7 +91,7 @@ class RunData:
 def load_run(run_dir: Path) -> RunData:
     """Read a run dir; only the eval results are required (TaiaError without them)."""
     run_dir = Path(run_dir)
-    path = _results_path(run_dir)
+    path = results_path(run_dir)
     doc = _read_json(path)
     if not isinstance(doc, dict) or not isinstance(doc.get("results"), dict):
         raise TaiaError(f"{path} holds no 'results': not a `taia eval` results.json")
@@ -105,7 +104,9 @@ def load_run(run_dir: Path) -> RunData:
     return RunData(run_dir, doc["results"], doc.get("run") or {}, loss, train, inspect, stages, paired)
 
 
-def _results_path(run_dir: Path) -> Path:
+def results_path(run_dir: Path) -> Path:
+    """RUN/eval/results.json, or RESULTS.json of a bare `taia eval --out` dir (the eval's samples/ is
+    beside it); TaiaError when there is neither."""
     for path in (run_dir / RESULTS, run_dir / RESULTS.name):
         if path.is_file():
             return path
@@ -161,6 +162,17 @@ def shown(x: float | None, metric: str = "accuracy", signed: bool = False) -> st
     scale, digits = (100, 1) if metric in PROPORTIONS else (1, 3)
     text = f"{scale * x:{'+' if signed else ''}.{digits}f}"
     return "+" + text[1:] if signed and float(text) == 0 else text  # no "-0.0"
+
+
+def shown_ci(x: float | None, ci: Any, metric: str = "accuracy", signed: bool = False) -> str:
+    """`x [lo, hi]`, each number as `shown` has it; `x` alone when x or either bound of the 95 % CI
+    (`ci`: a [lo, hi] list, or None) is missing or not finite."""
+    text = shown(x, metric, signed)
+    bounds = [finite(b) for b in ci] if isinstance(ci, (list, tuple)) and len(ci) == 2 else [None]
+    if text == "–" or None in bounds:
+        return text
+    lo, hi = (shown(b, metric, signed) for b in bounds)
+    return f"{text} [{lo}, {hi}]"
 
 
 # -------------------------------------------------------------------------------------------- the rows

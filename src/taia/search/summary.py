@@ -13,9 +13,10 @@ from pathlib import Path
 from typing import Any
 
 from taia.eval.metrics import lower_is_better
+from taia.eval.results import REFERENCES
 from taia.eval.tasks import task_key
 from taia.run.render import write_report
-from taia.run.rundata import shown
+from taia.run.rundata import shown, shown_ci
 from taia.search.config import SearchConfig
 from taia.spec import TaiaSpec
 
@@ -110,20 +111,18 @@ def render(cfg: SearchConfig, result: dict[str, Any], has_plot: bool) -> str:
 def _test_lines(cfg: SearchConfig, result: dict[str, Any]) -> list[str]:
     variants = [*cfg.test_variants, result["best"]]
     tests, paired = result["test"]["results"], result["test"]["paired"]
+    header = [*variants, *(f"chosen − {r}" for r in REFERENCES), *(f"margin Δ vs {r}" for r in REFERENCES)]
     lines = [
         "## Test (held out)",
         "",
-        "| task | " + " | ".join(variants) + " | chosen − base | chosen − vanilla | margin Δ vs base | "
-        "margin Δ vs vanilla |",
-        "|---|" + "---|" * (len(variants) + 4),
+        "| task | " + " | ".join(header) + " |",
+        "|---|" + "---|" * len(header),
     ]
     for task in map(task_key, cfg.test_tasks):
         cells = [_score(tests[v][task]) for v in variants]
         chosen = paired.get(result["best"], {}).get(task, {})
-        deltas = [_delta(chosen.get(ref)) for ref in ("base", "vanilla")]
-        margins = [
-            _delta((chosen.get(ref) or {}).get("margin"), "gold_margin") for ref in ("base", "vanilla")
-        ]
+        deltas = [_delta(chosen.get(ref)) for ref in REFERENCES]
+        margins = [_delta((chosen.get(ref) or {}).get("margin"), "gold_margin") for ref in REFERENCES]
         lines.append(f"| {task} | " + " | ".join(cells + deltas + margins) + " |")
     lines += [
         "",
@@ -134,16 +133,11 @@ def _test_lines(cfg: SearchConfig, result: dict[str, Any]) -> list[str]:
 
 
 def _score(entry: dict[str, Any]) -> str:
-    lo, hi = entry["ci95"]
-    m = entry["metric"]
-    return f"{shown(entry['score'], m)} [{shown(lo, m)}, {shown(hi, m)}]"
+    return shown_ci(entry["score"], entry["ci95"], entry["metric"])
 
 
 def _delta(d: dict[str, Any] | None, metric: str = "accuracy") -> str:
-    if not d:
-        return "-"
-    lo, hi = (shown(x, metric, signed=True) for x in d["ci95"])
-    return f"{shown(d['delta'], metric, signed=True)} [{lo}, {hi}]"
+    return shown_ci(d["delta"], d["ci95"], metric, signed=True) if d else "-"
 
 
 def dev_grid_plot(rows: list[dict[str, Any]], out: Path) -> Path | None:
