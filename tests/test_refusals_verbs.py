@@ -142,7 +142,9 @@ def test_os_error_in_any_verb_is_one_line(tmp_path, capsys, monkeypatch):
     def full(*a, **k):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(tmp_path / "run" / "report.md"))
 
-    monkeypatch.setattr("taia.run.render.write_report", full)
+    import taia.run.render  # the module itself: `taia.run` as a dotted path can resolve to the verb function
+
+    monkeypatch.setattr(taia.run.render, "write_report", full)
     fails(capsys, ["report", tmp_path / "run"], None, "No space left on device", "report.md")
 
 

@@ -23,6 +23,7 @@ from typing import Any, get_args
 import yaml
 from pydantic import BaseModel, ConfigDict, PrivateAttr, ValidationError, field_validator, model_validator
 
+from taia.config import one_line
 from taia.errors import TaiaError
 from taia.eval.extract import last_boxed
 from taia.eval.kinds import kind_of
@@ -153,8 +154,6 @@ def load_task_file(path: Path, taken: Collection[str]) -> CustomTaskSpec:
         raise TaiaError(f"task file {path}: cannot read: {' '.join(str(e).split())}") from None
     if not isinstance(raw, dict):
         raise TaiaError(f"task file {path}: expected a mapping of keys (name, kind, data, fields, …)")
-    from taia.spec import one_line  # lazy: taia.spec imports torch (2 s) through taia.classify
-
     try:
         spec = CustomTaskSpec.model_validate({"name": path.stem, **raw})
     except ValidationError as e:
