@@ -100,12 +100,12 @@ def _norm(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
 
 
-def _requirements(name: str) -> list[Any]:
+def _requirements(name: str, requires: Callable[[str], list[str] | None] = md.requires) -> list[Any]:
     """`name`'s declared requirements that apply here (markers evaluated, extras left out)."""
     from packaging.requirements import Requirement
 
     try:
-        reqs = [Requirement(r) for r in md.requires(name) or []]
+        reqs = [Requirement(r) for r in requires(name) or []]
     except md.PackageNotFoundError:
         return []
     return [r for r in reqs if r.marker is None or r.marker.evaluate({"extra": ""})]
@@ -123,26 +123,43 @@ def taia_requirements() -> list[Any]:
     return [Requirement(r) for r in project["dependencies"]]
 
 
-def image_check() -> dict[str, Any]:
+def image_check(
+    requires: Callable[[str], list[str] | None] = md.requires,
+    installed: Callable[[str], str | None] | None = None,
+) -> dict[str, Any]:
     """Is the wheel list complete, and do the installed versions fit? Every requirement of taia (those it
     uses on this path) and of a listed wheel must be listed or in the GPU image; every installed version
-    must satisfy every such requirement's specifier."""
+    must satisfy every such requirement's specifier. `requires` / `installed` read package metadata
+    (this environment's by default; a test passes its own, so the verdict never depends on what the
+    package index served the day the venv was made)."""
+    version = installed or _installed
     listed = {_norm(w.split("==")[0]) for w in listed_wheels()}
     have = listed | {_norm(n) for n in IMAGE_HAS}
     needs = [r for r in taia_requirements() if _norm(r.name) not in NOT_ON_THIS_PATH]
-    needs += [r for name in sorted(listed) for r in _requirements(name)]
+    needs += [r for name in sorted(listed) for r in _requirements(name, requires)]
     missing = sorted({_norm(r.name) for r in needs} - have)
-    unmet = sorted({f"{r.name} {_installed(r.name)} (needs {r.specifier})" for r in needs if not _fits(r)})
+    unmet = sorted(
+        f"{r.name} {version(r.name)} (needs {r.specifier})"
+        for r in needs
+        if (v := version(r.name)) is None or not r.specifier.contains(v, prereleases=True)
+    )
     return {"wheels_missing_a_requirement": ", ".join(missing) or "none",
-            "versions_unmet": "; ".join(unmet) or "none"}  # fmt: skip
+            "versions_unmet": "; ".join(sorted(set(unmet))) or "none"}  # fmt: skip
+
+
+def listed_not_installed() -> list[str]:
+    """Listed wheels whose installed version differs (`transformers 5.25.0 installed, 5.24.0 listed`):
+    there the installed metadata says nothing about the listed wheel's requirements."""
+    out = []
+    for wheel in listed_wheels():
+        name, want = wheel.split("==")
+        if (have := _installed(name)) != want:
+            out.append(f"{name} {have} installed, {want} listed")
+    return out
 
 
 def _installed(name: str) -> str | None:
     return next((d.version for d in md.distributions(name=name)), None)
-
-
-def _fits(req: Any) -> bool:
-    return (v := _installed(req.name)) is not None and req.specifier.contains(v, prereleases=True)
 
 
 def tokenizer(vocab_size: int) -> Any:
