@@ -159,3 +159,25 @@ def chat_model(tmp_path_factory):
         return cache[model_type]
 
     return get
+
+
+def mc_task_file(folder: Path, name: str = "yesno") -> Path:
+    """A custom multiple-choice task file with 3 rows beside it (`folder/NAME.yaml` + `NAME.jsonl`)."""
+    import json
+
+    import yaml
+
+    rows = [
+        {"q": f"Question {i}?", "choices": ["no", "yes"], "label": i % 2, "uid": str(i)} for i in range(3)
+    ]
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    fields = {"question": "q", "options": "choices", "answer": "label", "id": "uid"}
+    spec = {"data": f"{name}.jsonl", "kind": "mc", "fields": fields}
+    (folder / f"{name}.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
+    return folder / f"{name}.yaml"
+
+
+def listing(folder: Path) -> list[str]:
+    """Every path under `folder`, relative, sorted (what a refusal must leave as it was)."""
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*"))

@@ -63,7 +63,28 @@ def add_options(p: argparse.ArgumentParser, verb: Verb) -> None:
             p.add_argument(name, help=text)
         else:
             target = group if group is not None and name in verb.exclusive else p
+            kind["action"] = once(kind.get("action", "store"))
             target.add_argument(flag(name), dest=name, default=None, help=text, **kind)
+
+
+def once(action: str | type[argparse.Action]) -> str | type[argparse.Action]:
+    """The action, refusing a second use of its flag (argparse would keep the last one silently); a
+    repeatable flag (`append`: train's --data) stays as it is."""
+    known: dict[str, type[argparse.Action]] = {
+        "store": argparse._StoreAction,
+        "store_true": argparse._StoreTrueAction,
+    }
+    if action == "append":
+        return action
+    base = known[action] if isinstance(action, str) else action
+
+    class Once(base):  # type: ignore[valid-type,misc]
+        def __call__(self, parser: Any, namespace: Any, values: Any, option_string: Any = None) -> None:
+            if getattr(namespace, self.dest, None) is not None:  # every flag's default is None
+                parser.error(f"argument {'/'.join(self.option_strings)}: given more than once")
+            super().__call__(parser, namespace, values, option_string)
+
+    return Once
 
 
 def help_text(name: str, field: FieldInfo) -> str:

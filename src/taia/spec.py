@@ -25,6 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from taia.classify import GROUPS, Group, ParamInfo
 from taia.config import load_mapping, one_line
 from taia.errors import TaiaError
+from taia.io.stage import path_name
 from taia.registry import Registry, did_you_mean
 
 
@@ -84,6 +85,11 @@ class TaiaSpec(BaseModel):
     description: str = ""
     groups: dict[Group, GroupRule] = Field(default_factory=dict)
     overrides: tuple[Override, ...] = ()
+
+    @field_validator("name")
+    @classmethod
+    def _path_name(cls, v: str) -> str:
+        return path_name(v)  # a variant's answers and `taia search`'s specs are files named after it
 
     @field_validator("groups", mode="before")
     @classmethod

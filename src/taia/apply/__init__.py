@@ -6,7 +6,6 @@ taia apply --base B --finetuned F --out O [--spec taia-ref]
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from taia._verbs import callable_package
@@ -15,7 +14,7 @@ from taia.apply.checkpoint import apply_checkpoint
 from taia.apply.merged import apply_adapter_merged
 from taia.apply.model import apply_model
 from taia.config import ApplyConfig, config_yaml
-from taia.errors import TaiaError
+from taia.io import stage
 from taia.spec import load_spec
 
 __all__ = [
@@ -57,15 +56,8 @@ def apply(cfg: ApplyConfig) -> dict[str, Any]:
 
 
 def _check_out_is_not_an_input(cfg: ApplyConfig) -> None:
-    """--overwrite must never replace (or hold) one of the inputs."""
-    out = Path(cfg.out).expanduser().resolve()
-    for name in ("base", "adapter", "finetuned"):
-        value = getattr(cfg, name)
-        if value is None or not Path(value).expanduser().exists():
-            continue
-        src = Path(value).expanduser().resolve()
-        if out == src or out in src.parents:
-            raise TaiaError(f"--out {cfg.out} would replace the {name} input {value}")
+    """--overwrite must never replace (or hold, or write inside) one of the inputs: the rule of every verb."""
+    stage.check_apart(cfg.out, {name: getattr(cfg, name) for name in ("base", "adapter", "finetuned")})
 
 
 callable_package(__name__, apply)

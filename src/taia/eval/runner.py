@@ -26,7 +26,7 @@ from taia.eval.scored import ScoredRow
 from taia.eval.task import Sample, Task
 from taia.eval.tasks import get_task, load_samples, task_keys
 from taia.eval.variants import resolve_specs, variant_names
-from taia.io import stage
+from taia.io import lock, stage
 from taia.io.rows import data_root
 from taia.io.timings import LOG, sum_seconds, timed
 from taia.provenance import versions
@@ -39,6 +39,7 @@ RESULTS = "results.json"
 _CHUNK = 64  # scoring requests per write: bounds the work an interruption can lose
 
 
+@lock.holding
 def evaluate(cfg: EvalConfig, samples: dict[str, list[Sample]] | None = None) -> dict[str, Any]:
     """Run (or finish) the evaluation; returns what `OUT/results.json` holds and prints the table.
 
@@ -56,6 +57,7 @@ def evaluate(cfg: EvalConfig, samples: dict[str, list[Sample]] | None = None) ->
     if needy and cfg.adapter is None and cfg.finetuned is None:
         raise TaiaError(f"variant {needy[0]!r} needs a fine-tune: give --adapter or --finetuned")
     check_inputs(cfg.model, cfg.adapter, cfg.finetuned, list(specs.values()), **cfg.load_options())
+    stage.check_names({"variant": names, "task": list(tasks)})  # each becomes a path under out
     if cfg.harness == "lm-eval":
         return _with_lm_eval(cfg, out, specs)
     matcher = _persona(cfg, tasks)
@@ -189,7 +191,11 @@ def _check_out(cfg: EvalConfig, out: Path) -> None:
     """Resume an output with the same identity (answers mean the same), refuse anything else."""
     identity = cfg.identity()
     decision = stage.decide(
-        out, _OUTPUT, lambda old: [k for k, v in identity.items() if old.get(k) != v], cfg.overwrite
+        out,
+        _OUTPUT,
+        lambda old: [k for k, v in identity.items() if old.get(k) != v],
+        cfg.overwrite,
+        inputs={"model": cfg.model, "adapter": cfg.adapter, "finetuned": cfg.finetuned},
     )
     stage.prepare(out, CONFIG, cfg, decision)
 

@@ -3,13 +3,18 @@ file (`write_file`: a temp file beside it, renamed over it).
 
 A failed `taia apply` leaves no partial output behind; a file-system error (read-only mount, full disk)
 is one line naming the output. The finished output follows the umask, as `save_pretrained`'s would:
-`mkdtemp` makes its dir 0700, and the rename would carry that over. Exercised by `taia apply` (dirs),
-`taia report` and `taia inspect --hidden-states` (files), tests/test_errors.py and tests/test_refusals.py.
+`mkdtemp` makes its dir 0700, and the rename would carry that over.
+
+A temp dir is named `.OUT.tmp-PID-…` (`.OUT.old-PID-…` for the output moved aside) and flocked by its
+writer while it exists; a writer killed outright (SIGKILL, power loss) leaves it behind, and the next
+`atomic_dir` on the same `out` removes those whose writer is gone (pid not alive and lock free), never a
+live writer's. One without a pid (taia before issue 19) is left alone: nothing says whose it is.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -17,6 +22,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from taia.errors import TaiaError
+from taia.io.lock import try_flock
 
 
 def check_output(out: Path, overwrite: bool) -> None:
@@ -32,10 +38,13 @@ def atomic_dir(out: str | Path, overwrite: bool = False) -> Iterator[Path]:
     check_output(out, overwrite)
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+        remove_stale(out)
+        tmp = _temp_dir(out, "tmp")
+        held = os.open(tmp, os.O_RDONLY)  # flocked while it lives: see remove_stale
     except OSError as e:
         raise write_error(out, e) from None
     try:
+        try_flock(held)
         yield tmp
         follow_umask(tmp)
         _replace(tmp, out)
@@ -45,6 +54,43 @@ def atomic_dir(out: str | Path, overwrite: bool = False) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    finally:
+        os.close(held)
+
+
+def remove_stale(out: Path) -> list[Path]:
+    """Remove the temp dirs beside `out` that a dead writer left (see the module docstring); an `.old-`
+    one only once `out` exists (until then it may hold the only copy of the previous output)."""
+    removed = []
+    pattern = re.compile(rf"\.{re.escape(out.name)}\.(tmp|old)-(\d+)-")
+    for path in out.parent.iterdir():
+        found = pattern.match(path.name)
+        if found is None or not path.is_dir() or path.is_symlink() or _alive(int(found[2])):
+            continue
+        if found[1] == "old" and not out.exists():
+            continue
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            if try_flock(fd):  # the pid may be another machine's or namespace's: its lock says it lives
+                shutil.rmtree(path, ignore_errors=True)
+                removed.append(path)
+        finally:
+            os.close(fd)
+    return removed
+
+
+def _temp_dir(out: Path, kind: str) -> Path:
+    return Path(tempfile.mkdtemp(prefix=f".{out.name}.{kind}-{os.getpid()}-", dir=out.parent))
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's live process
+    return True
 
 
 def write_file(path: Path, data: str | bytes) -> Path:
@@ -101,7 +147,7 @@ def _replace(tmp: Path, out: Path) -> None:
     # Move the old output aside first so that the swap itself is two renames, never a half-deleted dir.
     old = None
     if out.exists():
-        old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+        old = _temp_dir(out, "old")
         out.rename(old / out.name)
     tmp.rename(out)
     if old is not None:

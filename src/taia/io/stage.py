@@ -6,15 +6,16 @@
                                                               config written beside the output
 
 The resolved config file marks a dir as the verb's own: a dir without it that holds anything is someone
-else's and is refused, never deleted unasked. `taia apply`'s outputs are whole atomic dirs instead
-(`taia.io.atomic`). Exercised by tests/test_eval.py, tests/test_search.py, tests/test_train.py and
-tests/test_run.py (their refusal messages).
+else's and is refused, never deleted unasked. An output that is, holds or lies inside one of the verb's
+inputs is refused first, whatever overwrite says (`check_apart`: every verb, `taia apply` included). A dir
+another run is writing (its `taia.io.lock`) is refused too; `prepare` takes the lock before it touches
+anything. `taia apply`'s outputs are whole atomic dirs instead (`taia.io.atomic`).
 """
 
 from __future__ import annotations
 
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -24,6 +25,7 @@ from pydantic import BaseModel
 
 from taia.config import config_yaml
 from taia.errors import TaiaError
+from taia.io import lock
 from taia.io.atomic import write_file
 
 Decision = Literal["fresh", "resume", "overwrite"]
@@ -50,12 +52,17 @@ def decide(
     changed: Callable[[dict[str, Any]], list[str]],
     overwrite: bool,
     resume: bool = False,
+    inputs: Mapping[str, object] | None = None,
 ) -> Decision:
     """What to do with `out`, reading only; `changed` names the keys of the saved config (a mapping) that
-    keep it from being continued with the current one."""
+    keep it from being continued with the current one; `inputs` (name → path) are what `out` must keep
+    apart from."""
+    check_apart(out, inputs or {})
+    if out.is_dir():
+        lock.check_free(out)
     if overwrite:
         return "overwrite" if out.exists() else "fresh"
-    if not out.exists() or not any(out.iterdir()):
+    if not out.exists() or not holds_anything(out):
         return "fresh"
     if kind.finished is not None and (out / kind.finished[0]).is_file():
         raise TaiaError(kind.finished[1].format(out=out))
@@ -71,9 +78,55 @@ def decide(
 
 
 def prepare(out: Path, config: str, cfg: BaseModel, decision: Decision = "resume") -> None:
-    """Make `out` ready to write: an overwritten dir is deleted first; the resolved config `cfg` is
-    written beside the output (as `config`, atomically), so a re-run can compare against it."""
-    if decision == "overwrite" and out.exists():
-        shutil.rmtree(out)
+    """Make `out` ready to write: locked (inside `taia.io.lock.holding`), an overwritten dir's contents
+    deleted, the resolved config `cfg` written beside the output (as `config`, atomically), so a re-run
+    can compare against it."""
     out.mkdir(parents=True, exist_ok=True)
+    lock.acquire(out)  # before deleting anything: two overwriting runs never both go on
+    if decision == "overwrite":
+        for child in out.iterdir():
+            if child.name == lock.LOCK:
+                continue
+            if child.is_dir() and not child.is_symlink():
+                shutil.rmtree(child)
+            else:
+                child.unlink()
     write_file(out / config, config_yaml(cfg))
+
+
+def holds_anything(out: Path) -> bool:
+    """Whether `out` is a dir with anything in it besides a lock file (a killed run's is free to take)."""
+    return out.is_dir() and any(p.name != lock.LOCK for p in out.iterdir())
+
+
+def check_apart(out: str | Path, inputs: Mapping[str, object], flag: str = "--out") -> None:
+    """Refuse an output that is, holds or lies inside a local input (`inputs`: name → a path or a list of
+    them; None and hub ids skipped), before anything is touched: overwriting it would delete the input."""
+    target = Path(out).expanduser().resolve()
+    pairs = [(k, p) for k, v in inputs.items() for p in (v if isinstance(v, (list, tuple)) else [v])]
+    for name, value in pairs:
+        if value is None or not Path(str(value)).expanduser().exists():
+            continue
+        src = Path(str(value)).expanduser().resolve()
+        if target == src or target in src.parents:
+            raise TaiaError(f"{flag} {out} would replace the {name} input {value}")
+        if src in target.parents:
+            raise TaiaError(f"{flag} {out} lies inside the {name} input {value}; pick an out outside it")
+
+
+def path_name(name: str) -> str:
+    """`name` if it is safe as one path component of an output (a spec, variant or task name becomes a
+    file or dir under `--out`), else ValueError: nothing may be written outside `--out`."""
+    if name in ("", ".", "..") or any(c in name for c in "/\\\0"):
+        raise ValueError(f"{name!r} is used as a file name under the out dir: no '/', '\\', '.' or '..'")
+    return name
+
+
+def check_names(names: Mapping[str, list[str]]) -> None:
+    """`path_name` for each name (what → names), as a refusal naming it."""
+    for what, items in names.items():
+        for name in items:
+            try:
+                path_name(name)
+            except ValueError as e:
+                raise TaiaError(f"{what} {e}") from None

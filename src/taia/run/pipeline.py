@@ -23,8 +23,9 @@ from typing import Any
 import yaml
 
 from taia.check import check_inputs
+from taia.errors import TaiaError
 from taia.eval.variants import resolve_specs
-from taia.io import stage
+from taia.io import lock, stage
 from taia.io.timings import LOG, timed
 from taia.run.experiment import ExperimentConfig
 
@@ -32,6 +33,7 @@ EXPERIMENT = "experiment.yaml"
 INSPECT = "inspect.json"
 
 
+@lock.holding
 def run(cfg: ExperimentConfig) -> dict[str, Any]:
     """Run (or finish) the experiment; returns the report's paths and the eval results."""
     from taia.eval import evaluate
@@ -43,6 +45,7 @@ def run(cfg: ExperimentConfig) -> dict[str, Any]:
         ec = cfg.eval_config()
         check_inputs(cfg.model, ec.adapter, ec.finetuned, list(resolve_specs(ec.variants).values()),
                      **ec.load_options())  # fmt: skip
+    check_run_dir(cfg)
     stage.prepare(out, EXPERIMENT, cfg)  # a run dir always continues: each stage decides for itself
     with timed(out / LOG, stage="train"):
         retrained = train_stage(cfg)
@@ -57,6 +60,27 @@ def run(cfg: ExperimentConfig) -> dict[str, Any]:
     paths = write_report(out, html=cfg.report_html)
     print(f"taia run: report in {paths['md']}")
     return {"report": {k: str(p) for k, p in paths.items()}, "results": results["results"]}
+
+
+def check_run_dir(cfg: ExperimentConfig) -> None:
+    """Before anything is written: a run replaces only what a run wrote (each stage dir's own config
+    file says so), and no stage dir it may replace is, holds or lies inside an input."""
+    from taia.eval.runner import CONFIG as EVAL_CONFIG
+    from taia.train.trainer import CONFIG as TRAIN_CONFIG
+
+    out, tc, ec = cfg.run_dir, cfg.train_config(), cfg.eval_config()
+    stage.check_apart(out, {"model": cfg.model})
+    own = [(out, EXPERIMENT, "a taia run dir"), (out / "eval", EVAL_CONFIG, "a run's eval stage")]
+    if tc is not None:
+        stage.check_apart(out / "train", {"model": tc.model, "data": [d.path for d in tc.data]})
+        own.append((out / "train", TRAIN_CONFIG, "a run's train stage"))
+    stage.check_apart(out / "eval", {"model": ec.model, "adapter": ec.adapter, "finetuned": ec.finetuned})
+    for folder, config, what in own:
+        if stage.holds_anything(folder) and not (folder / config).is_file():
+            raise TaiaError(
+                f"{folder} is not {what} ({config} missing); taia run replaces only what a run wrote: "
+                "move it away or use another out"
+            )
 
 
 def check_task_files(cfg: ExperimentConfig) -> None:

@@ -30,7 +30,7 @@ from taia.eval.metrics import lower_is_better
 from taia.eval.task import Sample
 from taia.eval.tasks import load_samples, task_family, task_key
 from taia.eval.variants import resolve_specs
-from taia.io import stage
+from taia.io import lock, stage
 from taia.io.rows import data_root
 from taia.lora import group_modules
 from taia.molora import molora_numels
@@ -44,6 +44,7 @@ BEST = "best_spec.yaml"
 _RUN_KEYS = ("overwrite",)
 
 
+@lock.holding
 def search(cfg: SearchConfig) -> dict[str, Any]:
     """Run (or finish) the search; returns what OUT/search.json holds."""
     from taia.eval.runner import evaluate
@@ -172,5 +173,8 @@ _OUTPUT = stage.OutputKind(
 
 def _prepare_out(cfg: SearchConfig, out: Path) -> None:
     """A fresh out dir, or the same search's (resumed); anything else is refused before writing."""
-    decision = stage.decide(out, _OUTPUT, lambda old: changed_keys(old, cfg, _RUN_KEYS), cfg.overwrite)
+    inputs = {"base": cfg.base, "adapter": cfg.adapter, "finetuned": cfg.finetuned}
+    decision = stage.decide(
+        out, _OUTPUT, lambda old: changed_keys(old, cfg, _RUN_KEYS), cfg.overwrite, inputs=inputs
+    )
     stage.prepare(out, CONFIG, cfg, decision)

@@ -27,7 +27,7 @@ from taia.check import check_inputs
 from taia.config import changed_keys
 from taia.data.mixing import mix
 from taia.errors import TaiaError
-from taia.io import stage
+from taia.io import lock, stage
 from taia.io.hf import resolve_dir
 from taia.io.rows import data_root
 from taia.provenance import versions
@@ -43,6 +43,7 @@ CHECKPOINTS = "checkpoints"
 _RUN_KEYS = ("resume", "overwrite")  # may differ between a run and its resumption
 
 
+@lock.holding
 def train(cfg: TrainConfig) -> dict[str, Any]:
     """Train as configured and return the report also written to `out/taia_train.json`."""
     distributed.preflight()
@@ -60,8 +61,8 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     tokenizer = load_tokenizer(cfg, model_dir)
     prepared = prepare(mixture.conversations, tokenizer)
     resume_from = _last_checkpoint(out) if resuming else None
-    if not resuming and state.is_main_process:
-        _fresh_out(cfg, out)  # only now that the inputs are known to be good
+    if state.is_main_process:
+        _fresh_out(cfg, out, resuming)  # only now that the inputs are known to be good
     state.wait_for_everyone()
     from transformers import set_seed
 
@@ -108,13 +109,17 @@ _OUTPUT = stage.OutputKind(
 
 def check_out(cfg: TrainConfig, out: Path) -> bool:
     """Check `out` against overwrite / resume without writing anything; True when resuming a run there."""
+    inputs = {"model": cfg.model, "tokenizer": cfg.tokenizer, "data": [d.path for d in cfg.data]}
     decision = stage.decide(
-        out, _OUTPUT, lambda old: changed_keys(old, cfg, _RUN_KEYS), cfg.overwrite, cfg.resume
+        out, _OUTPUT, lambda old: changed_keys(old, cfg, _RUN_KEYS), cfg.overwrite, cfg.resume, inputs
     )
     return decision == "resume"
 
 
-def _fresh_out(cfg: TrainConfig, out: Path) -> None:
+def _fresh_out(cfg: TrainConfig, out: Path, resuming: bool) -> None:
+    if resuming:  # the run there continues: locked, not prepared again
+        lock.acquire(out)
+        return
     stage.prepare(out, CONFIG, cfg, "overwrite" if cfg.overwrite else "fresh")
 
 

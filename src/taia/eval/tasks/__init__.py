@@ -146,6 +146,8 @@ def _sources(spec: TaskSpec, subsets: list[str | None], root: Path | None) -> li
             f"{spec.where(root)}: {_some(missing)}"
         )
     if found:
+        for (rel, _), (path, _) in zip(wanted, found, strict=True):  # all found: the same order
+            spec.check_file(rel, path)
         read = READERS.get(spec.data.reader) if spec.data.reader else read_rows
         return [(read(path), Source(spec.name, str(path), s)) for path, s in found]
     return [_hub_source(spec, s, [rel for rel, _ in wanted], root) for s in subsets]

@@ -7,10 +7,11 @@
     fields: {question: q, options: choices, answer: label, id: uid}
 
 Same schema as the built-in task YAMLs (`TaskSpec`), but `name` defaults to the file's stem, `description`
-and `max_new_tokens` have defaults, data files are relative to the YAML, and `fields:` (or a built-in
-`hook:`) turns rows into samples. `prompt:` optionally builds the question text from any row fields
-(`"{passage}\\n\\n{q}"`); the protocol still adds the options and the answer instruction that strict scoring
-relies on. Exercised by `taia eval --tasks my_task.yaml` and tests/test_custom_tasks.py.
+and `max_new_tokens` have defaults, data files are relative to the YAML (a relative path that leaves
+the YAML's folder, by `..` or a symlink, is refused; an absolute path is taken as given), and `fields:`
+(or a built-in `hook:`) turns rows into samples. `prompt:` optionally builds the question text from any
+row fields (`"{passage}\\n\\n{q}"`); the protocol still adds the options and the answer instruction that
+strict scoring relies on. Exercised by `taia eval --tasks my_task.yaml` and tests/test_custom_tasks.py.
 """
 
 from __future__ import annotations
@@ -104,6 +105,18 @@ class CustomTaskSpec(TaskSpec):
 
     def files_root(self, data_root: Path | None) -> Path | None:
         return self._file.parent
+
+    def check_file(self, rel: str, path: Path) -> None:
+        """A relative data path stays inside the task file's folder once `..` and symlinks are followed;
+        an absolute one is the user's explicit choice (results name the task file, which names it)."""
+        if Path(rel).is_absolute():
+            return
+        folder, real = self._file.parent.resolve(), path.resolve()
+        if not real.is_relative_to(folder):
+            raise TaiaError(
+                f"task file {self._file}: data file {rel} resolves to {real}, outside the task file's folder "
+                f"{folder}; move the data beside it or give an absolute path"
+            )
 
     def where(self, root: Path | None) -> str:
         return f"beside the task file {self._file}"

@@ -65,6 +65,9 @@ class TaskSpec(_Strict):
         """The folder `data.files` are relative to: the data root for built-in tasks."""
         return data_root
 
+    def check_file(self, rel: str, path: Path) -> None:
+        """Refuse a data file the task may not read (a user's task file: `CustomTaskSpec`)."""
+
     def where(self, root: Path | None) -> str:
         """Where the files were looked for, and how to point elsewhere (for the not-found error)."""
         how = f"pass --data-dir or set {ENV_DATA_DIR}"
