@@ -47,7 +47,10 @@ def checkpoints(ckpt_dir: Path) -> list[Path]:
 def problem(ckpt: Path, extras: tuple[str, ...] = ()) -> str | None:
     """What keeps `ckpt` from being resumed (naming the file), or None when it is complete. A file that
     weights_only loading refuses is not a crash's leftover: it is refused (TaiaError), never skipped."""
-    entries = sorted(ckpt.iterdir())
+    try:
+        entries = sorted(ckpt.iterdir())
+    except FileNotFoundError:  # another process's main one removed it as incomplete meanwhile
+        return f"{ckpt} is gone"
     names = {p.name for p in entries}
     nested = any(p.is_dir() for p in entries)  # DeepSpeed / FSDP: weights and optimizer in sub-dirs
     wanted = ["trainer_state.json", *extras, *(() if nested else ("optimizer.pt", "scheduler.pt"))]
@@ -74,7 +77,7 @@ def _file_problem(path: Path) -> str | None:
     elif path.suffix == ".json":
         try:
             data = json.loads(path.read_bytes())
-        except ValueError:
+        except (OSError, ValueError):  # OSError: removed meanwhile (see `problem`)
             return f"{path} is truncated or not JSON"
         if path.name.endswith(".index.json"):
             return _shards_problem(path, data)
