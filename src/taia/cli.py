@@ -28,6 +28,7 @@ from typing import Any, NoReturn
 
 from taia.cliargs import FINE_TUNE, HELP, Verb, add_options
 from taia.errors import TaiaError
+from taia.io.atomic import os_error
 
 
 class _Parser(argparse.ArgumentParser):
@@ -274,13 +275,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     except TaiaError as e:
         print(f"taia: error: {_one_line(str(e))}", file=sys.stderr)
         return 2
-    except OSError as e:  # a full disk or a read-only mount anywhere outside the atomic writers
-        where = f" ({e.filename})" if e.filename else ""
-        print(f"taia: error: {_one_line(str(e.strerror or e))}{where}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         print("taia: interrupted", file=sys.stderr)
         return 130
+    except Exception as e:  # a full disk or a read-only mount anywhere outside the atomic writers
+        failed = os_error(e)  # however the writer raised it (safetensors, torch.save)
+        if failed is None:
+            raise
+        where = f" ({failed.filename})" if failed.filename else ""
+        print(f"taia: error: {_one_line(str(failed.strerror or failed))}{where}", file=sys.stderr)
+        return 2
     return 0
 
 

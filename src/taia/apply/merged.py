@@ -1,6 +1,8 @@
 """LoRA adapter → merged TAIA checkpoint: filter the adapter, then let PEFT merge it into the base.
 
-Exercised by `taia apply --base B --adapter A --out O --format merged`.
+Exercised by `taia apply --base B --adapter A --out O --format merged`. A full disk while writing (safetensors
+raises its own SafetensorError for it) is one line naming the output, and nothing of it is left
+(`taia.io.atomic`).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from torch import nn
 
 from taia.apply.adapter import adapter_report, filter_adapter
 from taia.errors import TaiaError
-from taia.io.atomic import atomic_dir, check_output
+from taia.io.atomic import atomic_dir, check_output, write_errors
 from taia.io.hf import ADAPTER_CONFIG, ADAPTER_SAFE, copy_aux, load_kwargs
 from taia.provenance import write_report
 from taia.spec import TaiaSpec
@@ -38,8 +40,9 @@ def merge_adapter(model: nn.Module, config: dict[str, Any], tensors: dict[str, t
     from peft import PeftModel
 
     with tempfile.TemporaryDirectory(prefix="taia-adapter-") as d:
-        save_file(tensors, str(Path(d) / ADAPTER_SAFE), metadata={"format": "pt"})
-        (Path(d) / ADAPTER_CONFIG).write_text(json.dumps(config))
+        with write_errors(Path(d)):  # the temp dir's disk can be full too
+            save_file(tensors, str(Path(d) / ADAPTER_SAFE), metadata={"format": "pt"})
+            (Path(d) / ADAPTER_CONFIG).write_text(json.dumps(config))
         peft_model = PeftModel.from_pretrained(model, d)
         return peft_model.merge_and_unload()
 

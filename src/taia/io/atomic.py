@@ -2,8 +2,9 @@
 file (`write_file`: a temp file beside it, renamed over it).
 
 A failed `taia apply` leaves no partial output behind; a file-system error (read-only mount, full disk)
-is one line naming the output. The finished output follows the umask, as `save_pretrained`'s would:
-`mkdtemp` makes its dir 0700, and the rename would carry that over.
+is one line naming the output — also where a writer reports it as its own exception (`os_error`:
+safetensors' SafetensorError, torch.save's RuntimeError). The finished output follows the umask, as
+`save_pretrained`'s would: `mkdtemp` makes its dir 0700, and the rename would carry that over.
 
 A temp dir is named `.OUT.tmp-PID-…` (`.OUT.old-PID-…` for the output moved aside) and flocked by its
 writer while it exists; a writer killed outright (SIGKILL, power loss) leaves it behind, and the next
@@ -48,11 +49,11 @@ def atomic_dir(out: str | Path, overwrite: bool = False) -> Iterator[Path]:
         yield tmp
         follow_umask(tmp)
         _replace(tmp, out)
-    except OSError as e:
+    except BaseException as e:
         shutil.rmtree(tmp, ignore_errors=True)
-        raise write_error(out, e) from None
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        failed = os_error(e)
+        if failed is not None:
+            raise write_error(out, failed) from None
         raise
     finally:
         os.close(held)
@@ -108,10 +109,44 @@ def write_file(path: Path, data: str | bytes) -> Path:
         os.replace(tmp, path)
     except BaseException as e:
         Path(tmp).unlink(missing_ok=True)
-        if isinstance(e, OSError):
-            raise write_error(path, e, named=False) from None
+        failed = os_error(e)
+        if failed is not None:
+            raise write_error(path, failed, named=False) from None
         raise
     return path
+
+
+# safetensors' writer wraps the OSError in its own exception: "… I/O error: No space left … (os error 28)"
+_SAFETENSORS_OS_ERROR = re.compile(r"\(os error (\d+)\)")
+# torch.save's zip writer (C++) reports a failed write as a RuntimeError with no errno
+_TORCH_WRITE_FAILED = ("PytorchStreamWriter failed writing", "inline_container.cc")
+
+
+def os_error(e: BaseException) -> OSError | None:
+    """The file-system error behind `e`, or None when `e` is something else: `e` itself when an OSError,
+    or the one a writer reported as its own exception (safetensors with its errno, torch.save without)."""
+    if isinstance(e, OSError):
+        return e
+    text = str(e)
+    found = _SAFETENSORS_OS_ERROR.search(text)
+    if type(e).__name__ == "SafetensorError" and found:
+        code = int(found.group(1))
+        return OSError(code, os.strerror(code))
+    if isinstance(e, RuntimeError) and any(s in text for s in _TORCH_WRITE_FAILED):
+        return OSError(None, f"torch.save failed ({text.splitlines()[0][:200]})")
+    return None
+
+
+@contextmanager
+def write_errors(path: Path) -> Iterator[None]:
+    """Report a file-system error in the block (however its writer raised it) as one line naming `path`."""
+    try:
+        yield
+    except BaseException as e:
+        failed = os_error(e)
+        if failed is not None:
+            raise write_error(path, failed) from None
+        raise
 
 
 def write_error(out: Path, e: OSError, named: bool = True) -> TaiaError:

@@ -44,6 +44,39 @@ def prepare(conversations: list[Conversation], tokenizer: Any) -> Prepared:
     return Prepared(tokenized, "assistant-only (prefix-rendered turns)", None, False)
 
 
+def check_rows(conversations: list[Conversation], tokenizer: Any, max_length: int, template: str) -> None:
+    """Before anything is written: the chat template (named `template`) renders the first row, and some
+    row's prompt leaves room for answer tokens within `max_length` (TRL drops every row whose answer is
+    truncated away; with none left it fails deep inside the Trainer). Stops at the first row that fits."""
+    if conversations:
+        _checked_render(tokenizer, conversations[0], False, template, 0)
+    shortest = None
+    for row, conv in enumerate(conversations):
+        first = next((i for i, m in enumerate(conv) if m["role"] == "assistant"), 0)
+        n = len(_checked_render(tokenizer, conv[:first], True, template, row))
+        if n < max_length:
+            return
+        shortest = n if shortest is None else min(shortest, n)
+    if shortest is not None:
+        raise TaiaError(
+            f"max_length={max_length} is shorter than every prompt (the shortest renders to {shortest} "
+            "tokens): no answer token would be trained; raise max_length"
+        )
+
+
+def _checked_render(
+    tokenizer: Any, messages: Conversation, prompt: bool, template: str, row: int
+) -> list[int]:
+    try:
+        return _render(tokenizer, messages, generation_prompt=prompt)
+    except Exception as e:  # noqa: BLE001 — jinja's syntax errors, raise_exception(), the template's own code
+        line = getattr(e, "lineno", None)
+        where = f" (template line {line})" if line else ""
+        raise TaiaError(
+            f"{template} cannot render training row {row}: {type(e).__name__}: {e}{where}"
+        ) from None
+
+
 def _single_turn(conv: Conversation) -> bool:
     return sum(m["role"] == "assistant" for m in conv) == 1 and conv[-1]["role"] == "assistant"
 

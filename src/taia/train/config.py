@@ -11,6 +11,7 @@ tests/test_regularize.py.
 from __future__ import annotations
 
 import dataclasses
+import typing
 from typing import Any, ClassVar, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -32,6 +33,21 @@ _OWNED = frozenset(
         "packing", "seed", "data_seed", "completion_only_loss", "assistant_only_loss",
     }
 )  # fmt: skip
+
+
+def _check_type(config: type, key: str, value: Any) -> None:
+    """Refuse a trainer_args value that does not fit the SFTConfig field's annotation (TrainingArguments
+    checks few itself: a string worker count fails later, in the Trainer). Lax: YAML's 2 fits a float."""
+    from pydantic import TypeAdapter, ValidationError
+
+    hint = typing.get_type_hints(config).get(key)
+    if hint is None:
+        return
+    try:
+        TypeAdapter(hint, config=ConfigDict(arbitrary_types_allowed=True)).validate_python(value)
+    except ValidationError as e:
+        error = e.errors()[0]
+        raise ValueError(f"trainer_args.{key}={value!r}: {error['msg']}") from None
 
 
 class LoraOptions(BaseModel):
@@ -181,11 +197,12 @@ class TrainConfig(BaseModel):
         from trl import SFTConfig
 
         known = [f.name for f in dataclasses.fields(SFTConfig)]
-        for key in v:
+        for key, value in v.items():
             if key in _OWNED:
                 raise ValueError(f"trainer_args.{key} is set by taia; use the top-level option instead")
             if key not in known:
                 raise ValueError(str(did_you_mean(key, known, "SFTConfig field")))
+            _check_type(SFTConfig, key, value)
         return v
 
     @model_validator(mode="after")

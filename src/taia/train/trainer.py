@@ -31,8 +31,8 @@ from taia.io import lock, stage
 from taia.io.hf import resolve_dir
 from taia.io.rows import data_root
 from taia.provenance import versions
-from taia.train import callbacks, distributed, regularize
-from taia.train.chat import Prepared, prepare
+from taia.train import callbacks, checkpoints, distributed, regularize
+from taia.train.chat import Prepared, check_rows, prepare
 from taia.train.config import TrainConfig
 from taia.train.model import build, load_base
 
@@ -51,38 +51,66 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     out = Path(cfg.out)
     resuming = check_out(cfg, out)
     state.wait_for_everyone()  # every process has read `out` before the main one writes to it
-    batch_plan(cfg, distributed.world_size())
-    # the checker of every verb (pickle rule, truncation, config) before anything is written
-    load = cfg.load_options()
-    model_dir = check_inputs(
-        cfg.model, allow_pickle=cfg.allow_pickle, trust_remote_code=cfg.trust_remote_code
-    ).base_dir
-    mixture = mix(cfg.data, data_root(cfg.data_dir), cfg.seed, cfg.limit)
-    tokenizer = load_tokenizer(cfg, model_dir)
-    prepared = prepare(mixture.conversations, tokenizer)
-    resume_from = _last_checkpoint(out) if resuming else None
+    model_dir, mixture, tokenizer, prepared = _inputs(cfg, out)
+    extras = _checkpoint_extras(cfg)
     if state.is_main_process:
-        _fresh_out(cfg, out, resuming)  # only now that the inputs are known to be good
+        _fresh_out(cfg, out, resuming)  # only now that the inputs are known to be good (resume: locked)
+    resume_from = None
+    if resuming:  # after the lock: an incomplete newest checkpoint may be removed here
+        resume_from = checkpoints.resume_point(out / CHECKPOINTS, extras, state.is_main_process)
     state.wait_for_everyone()
     from transformers import set_seed
 
     set_seed(cfg.seed)  # LoRA / expert initialisation is part of the seeded run
-    model, trained = build(cfg, load_base(model_dir, **load))
+    model, trained = build(cfg, load_base(model_dir, **cfg.load_options()))
     trainer = make_trainer(cfg, out, model, tokenizer, prepared)
     if resume_from and cfg.method == "molora":
         callbacks.restore_molora(model, resume_from)
     if resume_from and cfg.regularize is not None:
         regularize.restore(trainer.regularizer, resume_from)  # θ0 / F of the run's start, not recomputed
     start = time.perf_counter()
-    result = trainer.train(resume_from_checkpoint=resume_from)
-    seconds = time.perf_counter() - start
-    trainer.save_model(str(out))  # every process: ZeRO-3 / FSDP gather the consolidated weights here
+    with checkpoints.writing(out / CHECKPOINTS, extras, state.is_main_process):
+        result = trainer.train(resume_from_checkpoint=resume_from)
+        seconds = time.perf_counter() - start
+        trainer.save_model(str(out))  # every process: ZeRO-3 / FSDP gather the consolidated weights here
     report: dict[str, Any] = {}
     if trainer.is_world_process_zero():  # exactly one process writes the rest of the output
         report = _report(cfg, model_dir, mixture.manifest, prepared, trained, trainer, result, seconds)
         _write_output(cfg, out, model, trainer, report)
     state.wait_for_everyone()  # the others wait here until the main process has written it
     return report
+
+
+def _inputs(cfg: TrainConfig, out: Path) -> tuple[Path, Any, Any, Prepared]:
+    """Every input checked before anything is written: the base (pickle rule, truncation, config), the
+    data, the chat template on the rows, max_length against the prompts, the SFTConfig from trainer_args."""
+    batch_plan(cfg, distributed.world_size())
+    model_dir = check_inputs(
+        cfg.model, allow_pickle=cfg.allow_pickle, trust_remote_code=cfg.trust_remote_code
+    ).base_dir
+    mixture = mix(cfg.data, data_root(cfg.data_dir), cfg.seed, cfg.limit)
+    tokenizer = load_tokenizer(cfg, model_dir)
+    template = f"the chat template of {cfg.tokenizer or model_dir}"
+    if cfg.chat_template:  # a file's path, or the start of an inline template
+        given = cfg.chat_template
+        short = given if len(given) <= 60 or Path(given).is_file() else given[:60] + "…"
+        template = f"chat_template={short!r}"
+    check_rows(mixture.conversations, tokenizer, cfg.max_length, template)
+    prepared = prepare(mixture.conversations, tokenizer)
+    try:
+        sft_config(cfg, out, prepared)  # built again by make_trainer; here only for its refusals
+    except (TypeError, ValueError) as e:
+        given = f" (trainer_args: {', '.join(cfg.trainer_args)})" if cfg.trainer_args else ""
+        raise TaiaError(f"invalid training arguments{given}: {e}") from None
+    return model_dir, mixture, tokenizer, prepared
+
+
+def _checkpoint_extras(cfg: TrainConfig) -> tuple[str, ...]:
+    """taia's own files in every checkpoint (written beside the Trainer's), without which resume fails."""
+    from taia.molora import CONFIG_FILE, WEIGHTS_FILE
+
+    molora = (WEIGHTS_FILE, CONFIG_FILE) if cfg.method == "molora" else ()
+    return molora + ((regularize.FILE,) if cfg.regularize is not None else ())
 
 
 def _write_output(cfg: TrainConfig, out: Path, model: Any, trainer: Any, report: dict[str, Any]) -> None:
@@ -121,16 +149,6 @@ def _fresh_out(cfg: TrainConfig, out: Path, resuming: bool) -> None:
         lock.acquire(out)
         return
     stage.prepare(out, CONFIG, cfg, "overwrite" if cfg.overwrite else "fresh")
-
-
-def _last_checkpoint(out: Path) -> str | None:
-    from transformers.trainer_utils import get_last_checkpoint
-
-    ckpt_dir = out / CHECKPOINTS
-    last = get_last_checkpoint(str(ckpt_dir)) if ckpt_dir.is_dir() else None
-    if last is None:
-        print(f"taia: no checkpoint in {ckpt_dir} yet; training from the start")
-    return last
 
 
 def load_tokenizer(cfg: TrainConfig, model_dir: Path) -> Any:
