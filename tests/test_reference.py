@@ -96,8 +96,8 @@ def test_reference_mode_needs_the_task_and_has_no_rule_for_others() -> None:
     with pytest.raises(ValueError, match="no reference rule"):
         judge("persona", "text", "")
     with pytest.raises(TaiaError, match="task 'persona' has no rule in the reference code"):
-        check_tasks("reference", ["gsm8k", "persona"])
-    check_tasks("strict", ["persona"])  # other modes: any task
+        check_tasks("reference", {"gsm8k": "gsm8k", "persona": "persona"})
+    check_tasks("strict", {"persona": "persona"})  # other modes: any task
 
 
 def test_lenient_is_refused_as_renamed(tmp_path: Path, capsys) -> None:

@@ -24,7 +24,7 @@ from taia.eval.protocol import Choice, Generation
 from taia.eval.results import REFERENCES, SampleLog, paired_delta, summarize, table
 from taia.eval.scored import ScoredRow
 from taia.eval.task import Sample, Task
-from taia.eval.tasks import get_task, load_samples, task_keys
+from taia.eval.tasks import get_task, load_samples, task_family, task_keys
 from taia.eval.variants import resolve_specs, variant_names
 from taia.io import stage
 from taia.io.rows import data_root
@@ -51,7 +51,7 @@ def evaluate(cfg: EvalConfig, samples: dict[str, list[Sample]] | None = None) ->
     names = variant_names(cfg.variants, specs)  # specs and the router, in the order given
     keys = task_keys(cfg.tasks) if cfg.harness == "taia" else {}
     cfg.check_limit([*keys, *keys.values()])  # a task file's limit may name the file or its name:
-    reference.check_tasks(cfg.metric_mode, keys)
+    reference.check_tasks(cfg.metric_mode, {ref: task_family(ref) for ref in keys})
     tasks = {key: get_task(ref) for ref, key in keys.items()}
     needy = [v for v, spec in specs.items() if spec.keeps_anything()]
     if needy and cfg.adapter is None and cfg.finetuned is None:

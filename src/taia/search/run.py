@@ -53,7 +53,7 @@ def search(cfg: SearchConfig) -> dict[str, Any]:
     out = Path(cfg.out)
     mm, changed, molora = changed_tensors(cfg)  # checks the inputs first, as every verb does
     dev, tests = split(cfg)
-    check_tasks(cfg.metric_mode, [cfg.dev_task, *cfg.test_tasks])
+    check_tasks(cfg.metric_mode, {t: task_family(t) for t in [cfg.dev_task, *cfg.test_tasks]})
     specs, same = distinct(candidates(cfg.grid, mm.num_layers, molora), changed, mm)
     _prepare_out(cfg, out)
     paths = _write_specs(out / "specs", specs)

@@ -12,7 +12,7 @@ docs/evaluation.md lists each task's rule beside strict's.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 
 from taia.errors import TaiaError
@@ -64,15 +64,13 @@ def scored_row(task: str, sample: Sample, prompt: str, output: str) -> ScoredRow
     return replace(row, extra=extra) if extra else row
 
 
-def check_tasks(mode: str, refs: Iterable[str]) -> None:
+def check_tasks(mode: str, families: Mapping[str, str]) -> None:
     """Under `mode` "reference", refuse (before anything is written) a task the reference has no rule for
-    (persona adoption, a task file): its reference score would be made up."""
+    (persona adoption, a task file): its reference score would be made up. `families`: each task as
+    given → its family (`taia.eval.tasks.task_family`)."""
     if mode != "reference":
         return
-    from taia.eval.tasks import task_family  # the task registry reads YAML: only when asked
-
-    for ref in refs:
-        family = task_family(ref)
+    for ref, family in families.items():
         if family not in RULES:
             raise TaiaError(
                 f"metric_mode=reference: task {ref!r} has no rule in the reference code (it scores "
