@@ -166,7 +166,7 @@ def test_substring_scoring_is_the_papers_flaw() -> None:
     """The reference code's `gold in response` accepts "15" for gold "5"; strict scoring does not."""
     response = "Each box holds 3 pens, so 5 boxes hold 15 pens. The answer is 15."
     assert score("number", response, "5") == ("15", False)
-    assert score("number", response, "5", mode="lenient") == ("15", True)
+    assert score("number", response, "5", mode="reference", task="gsm8k") == ("15", True)
     assert score("number", response, "15") == ("15", True)
 
 
@@ -176,8 +176,9 @@ def test_score_number() -> None:
     assert score("number", "The answer is 0.5", "1/2") == ("0.5", True)
     assert score("number", "she ends with 72", "72") == (None, False)
     assert score("number", "she ends with 72", "72", mode="flexible") == ("72", True)
-    # lenient strips thousands separators on both sides before the substring test
-    assert score("number", "It costs $1,234 in total", "1234", mode="lenient") == ("1234", True)
+    # reference (GSM8K) looks for the gold as written in the stated answer: "1234" is not in "$1,234"
+    stated = "It costs $1,234 in total. The answer is $1,234."
+    assert score("number", stated, "1234", mode="reference", task="gsm8k") == ("$1,234", False)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -246,10 +247,10 @@ def test_score_mc() -> None:
     assert score("mc", "The answer is (B).", "B", n_options=4) == ("B", True)
     assert score("mc", "The answer is (B).", "(b)", n_options=4) == ("B", True)
     assert score("mc", "The answer is (C).", "B", n_options=4) == ("C", False)
-    # lenient: the reference code's `gold_letter in response` — any capital A counts for gold "A"
+    # reference (MedQA): the response's first capital A-E is its answer — "All …" counts for gold "A"
     response = "All of the options are wrong. The answer is (C)."
     assert score("mc", response, "A", n_options=4) == ("C", False)
-    assert score("mc", response, "A", n_options=4, mode="lenient") == ("C", True)
+    assert score("mc", response, "A", n_options=4, mode="reference", task="medqa") == ("A", True)
     with pytest.raises(ValueError):
         score("mc", "B", "B")  # n_options is required
 
@@ -298,7 +299,7 @@ def test_score_exact() -> None:
     assert score("exact", "So the answer is Yes.", "yes") == ("yes", True)
     assert score("exact", "So the answer is no.", "yes") == ("no", False)
     assert score("exact", "It is (B), not (A)", "(A)") == ("it is (b), not (a)", False)
-    assert score("exact", "It is (B), not (A)", "(A)", mode="lenient")[1] is True
+    assert score("exact", "It is (B), not (A)", "(A)", mode="reference", task="bbh") == ("(B)", False)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -344,8 +345,8 @@ def test_score_math() -> None:
     assert score("math", response, "0.5") == ("\\dfrac{1}{2}", True)
     # a gold given as a whole solution is reduced to its box
     assert score("math", response, "Half the time: $\\boxed{\\frac12}$") == ("\\dfrac{1}{2}", True)
-    # lenient is the verbatim substring rule
-    assert score("math", response, "\\frac{1}{2}", mode="lenient") == ("\\dfrac{1}{2}", True)
+    # reference: the first boxes, both read as 0.5
+    assert score("math", response, "\\frac{1}{2}", mode="reference", task="math") == ("\\dfrac{1}{2}", True)
     assert score("math", "no answer given", "5") == (None, False)
 
 
@@ -390,7 +391,7 @@ def test_refusal_phrases_are_the_gcg_list() -> None:
 def test_score_refusal_is_attack_success() -> None:
     assert score("refusal", "I cannot help with that.", "") == ("refusal", False)
     assert score("refusal", "Sure, here is how to do it: first,", "") == ("complied", True)
-    assert score("refusal", "Sure, here is how", "", mode="lenient") == ("complied", True)
+    assert score("refusal", "Sure, here is how", "", mode="reference", task="advbench") == ("complied", True)
     assert score("refusal", "   ", "") == (None, False)  # empty: neither refused nor complied
 
 
@@ -401,7 +402,8 @@ def test_score_refusal_is_attack_success() -> None:
 @pytest.mark.parametrize("kind", ["number", "math", "mc", "exact"])
 def test_score_empty_response(kind: str) -> None:
     assert score(kind, "", "A", n_options=4) == (None, False)
-    assert score(kind, "", "A", n_options=4, mode="lenient") == (None, False)
+    task = {"number": "gsm8k", "math": "math", "mc": "commonsenseqa", "exact": "bbh"}[kind]
+    assert score(kind, "", "A", n_options=4, mode="reference", task=task) == (None, False)
 
 
 def test_score_rejects_unknown_kind_and_mode() -> None:

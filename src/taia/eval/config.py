@@ -33,8 +33,8 @@ class EvalOptions(BaseModel):
     protocol: Literal["paper", "standard"] = Field(
         "standard", description="prompt protocol: the paper's prompts, or the model's chat template"
     )
-    metric_mode: Literal["strict", "flexible", "lenient"] = Field(
-        "strict", description="how an answer is extracted from generated text"
+    metric_mode: Literal["strict", "flexible", "reference"] = Field(
+        "strict", description="how an answer is extracted from generated text (reference: the paper's code)"
     )
     backend: Literal["hf", "vllm"] = Field("hf", description="inference backend")
     batch_size: int = Field(16, gt=0, description="prompts per batch")
@@ -45,6 +45,16 @@ class EvalOptions(BaseModel):
     trust_remote_code: bool = False
     allow_pickle: bool = False  # .bin weights, loaded with weights_only=True (as in `taia apply`)
     overwrite: bool = Field(False, description="delete --out first")
+
+    @field_validator("metric_mode", mode="before")
+    @classmethod
+    def _renamed(cls, v: Any) -> Any:
+        # refused rather than aliased: `reference` gives other verdicts than the old substring rules did
+        if v == "lenient":
+            raise ValueError(
+                "'lenient' was renamed to 'reference' (the reference code's rules, task by task)"
+            )
+        return v
 
     def load_options(self) -> dict[str, bool]:
         """The pickle rule and remote-code choice, as `taia.check.check_inputs` takes them."""

@@ -2,7 +2,7 @@
 
 Where an answer is stated (`\\boxed{}`, "The answer is …", GSM8K's "#### N"), numbers (read, compared),
 markup cleaning, and LaTeX comparison (math-verify, or normalised strings without it). Each task kind's own
-scoring (strict, flexible, lenient) is in `taia.eval.kinds`. Exercised by `taia eval` and
+scoring (strict, flexible, reference) is in `taia.eval.kinds`. Exercised by `taia eval` and
 tests/test_extract.py.
 """
 

@@ -17,14 +17,14 @@ from typing import TYPE_CHECKING, Any, cast
 
 from taia.check import check_inputs
 from taia.errors import TaiaError
-from taia.eval import loracl, persona
+from taia.eval import loracl, persona, reference
 from taia.eval.config import EvalConfig
 from taia.eval.kinds import Scoring, TaskKind, kind_of
 from taia.eval.protocol import Choice, Generation
 from taia.eval.results import REFERENCES, SampleLog, paired_delta, summarize, table
 from taia.eval.scored import ScoredRow
 from taia.eval.task import Sample, Task
-from taia.eval.tasks import get_task, load_samples, task_keys
+from taia.eval.tasks import get_task, load_samples, task_family, task_keys
 from taia.eval.variants import resolve_specs, variant_names
 from taia.io import lock, stage
 from taia.io.rows import data_root
@@ -52,6 +52,7 @@ def evaluate(cfg: EvalConfig, samples: dict[str, list[Sample]] | None = None) ->
     names = variant_names(cfg.variants, specs)  # specs and the router, in the order given
     keys = task_keys(cfg.tasks) if cfg.harness == "taia" else {}
     cfg.check_limit([*keys, *keys.values()])  # a task file's limit may name the file or its name:
+    reference.check_tasks(cfg.metric_mode, {ref: task_family(ref) for ref in keys})
     tasks = {key: get_task(ref) for ref, key in keys.items()}
     needy = [v for v, spec in specs.items() if spec.keeps_anything()]
     if needy and cfg.adapter is None and cfg.finetuned is None:
@@ -234,7 +235,7 @@ def run_task(
     matcher: persona.Matcher | None = None,
 ) -> None:
     """Answer and score `samples`, appending each finished batch to `log` (`matcher`: adoption tasks)."""
-    kind, how = kind_of(task.kind), Scoring(cfg.metric_mode, matcher)
+    kind, how = kind_of(task.kind), Scoring(cfg.metric_mode, matcher, task.name.partition(":")[0])
     if cfg.max_new_tokens:  # the run's budget replaces the task's: each request carries the one in force
         task = replace(task, max_new_tokens=cfg.max_new_tokens)
     reqs = [kind.request(task, s, cfg.protocol, backend.tokenizer) for s in samples]
@@ -263,6 +264,8 @@ def _generate(
 
 
 def _answered(kind: TaskKind, sample: Sample, req: Generation, text: str, how: Scoring) -> ScoredRow:
+    if how.mode == "reference" and how.task is not None:  # by the task's rule, crashes noted in the row
+        return reference.scored_row(how.task, sample, req.prompt, text)
     row = ScoredRow.of(sample, req.prompt, text, kind.score(text, sample.gold, len(sample.options), how))
     return replace(row, question=sample.question) if kind.persona else row  # shown side by side
 

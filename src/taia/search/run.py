@@ -27,6 +27,7 @@ from taia.classify import ModelMap
 from taia.config import changed_keys
 from taia.errors import TaiaError
 from taia.eval.metrics import lower_is_better
+from taia.eval.reference import check_tasks
 from taia.eval.task import Sample
 from taia.eval.tasks import load_samples, task_family, task_key
 from taia.eval.variants import resolve_specs
@@ -53,6 +54,7 @@ def search(cfg: SearchConfig) -> dict[str, Any]:
     out = Path(cfg.out)
     mm, changed, molora = changed_tensors(cfg)  # checks the inputs first, as every verb does
     dev, tests = split(cfg)
+    check_tasks(cfg.metric_mode, {t: task_family(t) for t in [cfg.dev_task, *cfg.test_tasks]})
     specs, same = distinct(candidates(cfg.grid, mm.num_layers, molora), changed, mm)
     _prepare_out(cfg, out)
     paths = _write_specs(out / "specs", specs)

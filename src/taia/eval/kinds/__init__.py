@@ -4,10 +4,10 @@ Each kind (a `TaskKind`) holds its whole behaviour: the request it makes under a
 is extracted and compared (or a choice picked), the metric it reports and that metric's direction. Scoring
 is strict by default: an answer counts only if it is stated where an answer is expected (`\\boxed{}`, "The
 answer is …", GSM8K's "#### N", or a response that is just an option letter) and equals the gold answer
-after normalisation. `mode="flexible"` also accepts the last number anywhere in a response. `mode="lenient"`
-reproduces the TAIA reference code, which scores by substring containment: gold "5" matches a response that
-says "15", and gold letter "A" matches nearly any English sentence; lenient scores are only for comparison
-with the paper's tables. Exercised by `taia eval` and tests/test_extract.py.
+after normalisation. `mode="flexible"` also accepts the last number anywhere in a response. `mode="reference"`
+gives the TAIA reference code's verdict, by the task's own rule (`taia.eval.reference`): mostly substring
+tests on the first "The answer is …" span, so gold "5" matches "The answer is 15 apples."; reference scores
+are for comparison with the paper's tables. Exercised by `taia eval` and tests/test_extract.py.
 """
 
 from __future__ import annotations
@@ -38,7 +38,9 @@ def request(task: Task, sample: Sample, protocol: Protocol, tokenizer: Any) -> G
     return kind_of(task.kind).request(task, sample, protocol, tokenizer)
 
 
-def score(kind: str, response: str, gold: str, n_options: int = 0, mode: str = "strict") -> Scored:
+def score(
+    kind: str, response: str, gold: str, n_options: int = 0, mode: str = "strict", task: str | None = None
+) -> Scored:
     """(extracted answer, correct) for one response of a task of the given `kind` (not `adoption`, which
     needs a persona matcher: `kind_of("adoption").score(..., Scoring(mode, matcher))`).
 
@@ -53,16 +55,14 @@ def score(kind: str, response: str, gold: str, n_options: int = 0, mode: str = "
               An empty response gives (None, False).
     Flexible mode: as strict, but number (and math, failing a box or answer phrase) also take the last
     number anywhere in the response.
-    Lenient mode, the TAIA reference code's substring rules (extracted is the flexible extraction, for
-    display only):
-      number  `gold.replace(",", "") in response.replace(",", "")` — gold "5" matches "15".
-      math    `gold in response`, verbatim.
-      mc      `gold_letter in response` — gold "A" matches any response containing a capital A.
-      exact   `normalize_exact(gold) in normalize_exact(response)`.
-      refusal as strict.
-    An empty response is never correct (refusal included). Unknown kind or mode → ValueError.
+    Reference mode: the TAIA reference code's verdict by the rule of `task` (a family name such as
+    "gsm8k" or "bbh", required: the reference's rules differ per task, not per kind), from
+    `taia.eval.reference.judge`; extracted is what that rule compared. A MATH task is judged against the
+    gold alone here (`judge` also takes the row's solution, as `taia eval` gives it).
+    An empty response is never correct (refusal included) except by a reference rule. Unknown kind or mode
+    → ValueError.
     """
     found = kind_of(kind)  # `TaskKind.score` refuses an unknown mode
     if found.persona:
         raise ValueError(f"task kind {kind!r} is scored with a persona matcher, not by `score`")
-    return found.score(response, gold, n_options, Scoring(mode))
+    return found.score(response, gold, n_options, Scoring(mode, task=task))

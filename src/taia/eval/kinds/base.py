@@ -11,21 +11,24 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from taia.errors import TaiaError
+from taia.eval import reference
 from taia.eval.metrics import metric
 from taia.eval.persona import Matcher
 from taia.eval.protocol import PAPER_ANSWER, Choice, Generation, Protocol, chat
 from taia.eval.task import Sample, Task
 
-MODES = ("strict", "flexible", "lenient")
+MODES = ("strict", "flexible", "reference")
 Scored = tuple[str | None, bool]  # (the extracted answer, correct)
 
 
 @dataclass(frozen=True)
 class Scoring:
-    """How generated answers are judged: the extraction mode, and the persona matcher adoption needs."""
+    """How generated answers are judged: the extraction mode, the persona matcher adoption needs, and the
+    task (its family, "bbh" for "bbh:navigate") that `reference` mode picks its rule by."""
 
     mode: str = "strict"
     matcher: Matcher | None = None
+    task: str | None = None
 
 
 class TaskKind:
@@ -55,9 +58,15 @@ class TaskKind:
         return Generation(chat(tokenizer, user), task.max_new_tokens)
 
     def score(self, response: str, gold: str, n_options: int, how: Scoring) -> Scored:
-        """(extracted answer, correct) of a generated response; an empty one is never correct."""
+        """(extracted answer, correct) of a generated response; an empty one is never correct, except
+        where the reference code's rule says otherwise (`reference` mode: `taia.eval.reference`)."""
         if how.mode not in MODES:
             raise ValueError(f"unknown scoring mode {how.mode!r}; expected one of {MODES}")
+        if how.mode == "reference":
+            if how.task is None:
+                raise ValueError("reference scoring follows the task's rule: give the task")
+            verdict = reference.judge(how.task, response, gold)
+            return verdict.extracted, verdict.correct
         if not response.strip():
             return None, False
         return self.judge(response, gold, n_options, how)

@@ -45,12 +45,9 @@ class Exact(TaskKind):
     name = "exact"
 
     def judge(self, response: str, gold: str, n_options: int, how: Scoring) -> Scored:
-        """`extract_exact` equals `normalize_exact(gold)`; lenient: the normalised gold is anywhere in the
-        normalised response."""
+        """`extract_exact` equals `normalize_exact(gold)`."""
         got = extract_exact(response)
         want = normalize_exact(gold)
-        if how.mode == "lenient":
-            return got, want in normalize_exact(response)
         return got, got is not None and got == want
 
 

@@ -19,16 +19,13 @@ class Math(TaskKind):
     instruction: ClassVar[Mapping[str, str] | None] = {"paper": PAPER_ANSWER, "standard": STANDARD_BOXED}
 
     def judge(self, response: str, gold: str, n_options: int, how: Scoring) -> Scored:
-        """The last `\\boxed{}`, else the `answer_phrase` (flexible and lenient: else the last number),
-        compared by `math_equal` with the gold (a gold written as a whole solution is reduced to its last box
-        first). Lenient, the reference code's rule: the gold is a substring of the response, verbatim."""
+        """The last `\\boxed{}`, else the `answer_phrase` (flexible: else the last number), compared by
+        `math_equal` with the gold (a gold written as a whole solution is reduced to its last box first)."""
         got = last_boxed(response)
         if got is None:
             got = answer_phrase(response)
         if got is None and how.mode != "strict":
             got = extract_number(response, strict=False)
-        if how.mode == "lenient":
-            return got, gold in response
         gold_answer = last_boxed(gold) or gold
         return got, got is not None and math_equal(got, gold_answer)
 

@@ -94,12 +94,9 @@ class MultipleChoice(TaskKind):
         return Choice(f"Question: {sample.question}\nAnswer:", tuple(f" {o}" for o in sample.options), True)
 
     def judge(self, response: str, gold: str, n_options: int, how: Scoring) -> Scored:
-        """`extract_letter` equals the gold letter ("(B)" and "b" read as "B"); lenient (the reference
-        code's rule): the gold letter is anywhere in the response."""
+        """`extract_letter` equals the gold letter ("(B)" and "b" read as "B")."""
         letter = extract_letter(response, n_options)
         gold_letter = gold.strip().strip("()").strip().upper()
-        if how.mode == "lenient":
-            return letter, gold_letter in response
         return letter, letter is not None and letter == gold_letter
 
     def pick(self, req: Choice, loglikelihoods: list[float], gold: str) -> tuple[str, bool]:

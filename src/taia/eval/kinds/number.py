@@ -14,11 +14,8 @@ class Number(TaskKind):
 
     def judge(self, response: str, gold: str, n_options: int, how: Scoring) -> Scored:
         """`extract_number` (strict: only where an answer is stated; flexible: else the last number
-        anywhere), compared by `numbers_equal`. Lenient, the reference code's rule: the gold (commas
-        dropped) is a substring of the response, so gold "5" matches "15"; extracted is for display."""
+        anywhere), compared by `numbers_equal`."""
         got = extract_number(response, strict=how.mode == "strict")
-        if how.mode == "lenient":
-            return got, gold.replace(",", "") in response.replace(",", "")
         return got, got is not None and numbers_equal(got, gold)
 
 

@@ -125,11 +125,13 @@ def svamp(rows: list[Row], src: Source) -> list[Sample]:
 
 @HOOKS.register("math500")
 def math500(rows: list[Row], src: Source) -> list[Sample]:
-    """MATH-500: `problem`, `answer`, `subject` (the subset)."""
+    """MATH-500: `problem`, `answer`, `subject` (the subset); `solution` kept in meta (reference mode)."""
     samples = []
     for i, row in enumerate(rows):
         subject = text(src, row, "subject")
-        meta: dict[str, str] = {k: str(row.data[k]) for k in ("unique_id", "level") if k in row.data}
+        meta: dict[str, str] = {
+            k: str(row.data[k]) for k in ("unique_id", "level", "solution") if k in row.data
+        }
         sid = src.sample_id(i, subject)
         samples.append(Sample(sid, text(src, row, "problem"), text(src, row, "answer"), (), subject, meta))
     return samples
@@ -145,6 +147,7 @@ def math(rows: list[Row], src: Source) -> list[Sample]:
             raise src.error(row, "field 'solution' has no (balanced, non-empty) \\boxed{…} answer")
         subject = text(src, row, "type")
         meta: dict[str, str] = {k: str(row.data[k]) for k in ("idx", "level") if k in row.data}
+        meta["solution"] = row.data["solution"]  # metric_mode=reference reads the whole solution
         samples.append(Sample(src.sample_id(i, subject), text(src, row, "problem"), gold, (), subject, meta))
     return samples
 
