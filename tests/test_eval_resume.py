@@ -156,3 +156,31 @@ def test_a_fresh_run_adds_only_the_identity_and_it_names_no_path(setup, tmp_path
         assert a == b  # the identity is of contents, not of where they are
         assert all(list(r)[-1] == "identity" and len(r["identity"]) == 16 for r in a)
     assert len({r["identity"] for r in rows(cfg.out, "base", "pick") + rows(cfg.out, "half", "pick")}) == 6
+
+
+def test_a_replaced_adapter_routes_loracl_again(setup, tmp_path, monkeypatch, capsys):
+    from taia.eval import loracl
+
+    cfg, answered = setup
+    cfg = cfg.model_copy(update={"variants": ["base", "vanilla", "loracl"], "tasks": cfg.tasks[:1]})
+    routed: list[list[str]] = []
+    real = loracl.route
+    monkeypatch.setattr(
+        loracl, "route", lambda b, v, t, s, *a: routed.append([x.id for x in s]) or real(b, v, t, s, *a)
+    )
+    evaluate(cfg)
+    routed.clear()
+    evaluate(cfg)
+    assert routed == []  # nothing changed: nothing routed again
+    shutil.rmtree(tmp_path / "lora")
+    lora_adapter(tiny_model("llama"), seed=7).save_pretrained(tmp_path / "lora")
+    answered.clear()
+    capsys.readouterr()
+    evaluate(cfg)
+    assert answered == [("vanilla/pick", PICK)] and routed == [PICK]  # its routes compared old perplexities
+    assert "re-answering 6 stored answers" in capsys.readouterr().out
+    routes = {r["id"]: r["route"] for r in rows(cfg.out, "loracl", "pick")}
+    for r in rows(cfg.out, "loracl", "pick"):
+        assert (
+            r["identity"] == {x["id"]: x for x in rows(cfg.out, routes[r["id"]], "pick")}[r["id"]]["identity"]
+        )
