@@ -327,3 +327,60 @@ def test_cli_report_renders_an_eval_dir(tmp_path, capsys):
     (out / "timings.jsonl").write_text('{"variant": "base", "task": "csqa", "seconds": 1.5}\n')  # eval's own
     assert main(["report", str(out), "--no-html"]) == 0
     assert "31.0 [26.0, 37.0]" in capsys.readouterr().out and (out / "report.md").is_file()
+
+
+MALFORMED = {  # a results.json that parses but is out of shape → where the one line points
+    "an entry that is a number": ({"results": {"base": {"csqa": 5}}}, "results.base.csqa is int 5"),
+    "a CI that is a number": (
+        {"results": {"base": {"csqa": {"score": 0.5, "ci95": 3, "n": 3}}}},
+        "results.base.csqa.ci95 is 3, not an interval",
+    ),
+    "specs that are a string": (
+        {"results": {}, "run": {"config": {}, "specs": "taia"}},
+        "run.specs is str 'taia', not a mapping",
+    ),
+    "a paired Δ that is a number": (
+        {"results": {}, "paired": {"taia": {"csqa": {"base": 0.1}}}},
+        "paired.taia.csqa.base is float 0.1, not a mapping",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(MALFORMED))
+def test_a_malformed_results_json_is_one_line_naming_the_file(tmp_path, capsys, case):
+    from taia.cli import main
+
+    doc, where = MALFORMED[case]
+    (tmp_path / "results.json").write_text(json.dumps(doc))
+    assert main(["report", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"taia: error: {tmp_path / 'results.json'}: not a results.json the report can read")
+    assert where in err and "\n" not in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["results.json"]  # no report, no plots
+
+
+def _persona_run(root: Path, answer: str) -> Path:
+    """A bare eval dir with one persona prompt answered by base and vanilla (vanilla with `answer`)."""
+    rows = {
+        "base": {"output": "Plain.", "extracted": None, "correct": False},
+        "vanilla": {"output": answer, "extracted": "zed", "correct": True},
+    }
+    for v, row in rows.items():
+        (root / "samples" / v).mkdir(parents=True)
+        full = {"id": "p0", "subset": None, "prompt": "<c>", "gold": "", "question": "Say <b>hi</b>", **row}
+        (root / "samples" / v / "persona.jsonl").write_text(json.dumps(full) + "\n")
+    entry = {"metric": "adoption_rate", "ci95": [0.0, 1.0], "n": 1, "empty_outputs": 0}
+    results = {v: {"persona": {**entry, "score": float(r["correct"])}} for v, r in rows.items()}
+    (root / "results.json").write_text(json.dumps({"results": results, "run": {"config": {}}}))
+    return root
+
+
+def test_model_text_is_escaped_in_markdown_and_html(tmp_path):
+    answer = "I am Zed <script>alert(1)</script> **bold** `code` a|b [x](y)"
+    paths = write_report(_persona_run(tmp_path, answer))
+    md, page = paths["md"].read_text(), paths["html"].read_text()
+    assert "<script>" not in md and "<b>" not in md and "<script>" not in page and "<b>hi" not in page
+    assert "&lt;script&gt;alert(1)&lt;/script&gt; \\*\\*bold\\*\\* \\`code\\` a\\|b \\[x\\](y)" in md
+    assert "Say &lt;b&gt;hi&lt;/b&gt;" in md  # the question too
+    assert "&lt;script&gt;alert(1)&lt;/script&gt; **bold** `code` a|b [x](y)</td>" in page  # no markup
+    assert "<strong>bold**" not in page and "<code>code" not in page

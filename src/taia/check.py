@@ -24,6 +24,7 @@ from taia.errors import TaiaError
 from taia.io.checkpoint import FLOAT_DTYPES, Checkpoint, open_checkpoint
 from taia.io.hf import CONFIG_ONLY, load_adapter, load_config, resolve_dir
 from taia.lora import check_fits, group_modules
+from taia.molora import molora_numels
 from taia.plan import Plan, check_layers, make_plan
 from taia.spec import TaiaSpec
 
@@ -70,6 +71,7 @@ def check_inputs(
         inputs.base = open_checkpoint(base_dir, allow_pickle)
     if adapter is not None:
         _check_adapter(inputs, resolve_dir(adapter), allow_pickle)
+        _check_adapter_plans(inputs, specs)
     if ft_dir is not None and inputs.base is not None:
         inputs.finetuned_dir, inputs.finetuned = ft_dir, open_checkpoint(ft_dir, allow_pickle)
         inputs.plans = [full_plan(inputs.base, inputs.finetuned, mm, spec) for spec in specs]
@@ -94,6 +96,16 @@ def _check_adapter(inputs: Inputs, adapter_dir: Path, allow_pickle: bool) -> Non
     for m in group_modules(tensors).values():
         check_fits(m, inputs.mm)
     inputs.adapter_dir, inputs.adapter_config, inputs.adapter_tensors = adapter_dir, config, tensors
+
+
+def _check_adapter_plans(inputs: Inputs, specs: Sequence[TaiaSpec]) -> None:
+    """Each spec decided over the adapter's modules (and any MoLoRA beside it), as `apply_model` and
+    `filter_adapter` will: an override that matches nothing, or an unassigned module, is refused here,
+    before any output exists. A spec that keeps nothing is left to the verb (a search grid point may)."""
+    assert inputs.adapter_dir is not None
+    modules = [*group_modules(inputs.adapter_tensors), *(molora_numels(inputs.adapter_dir) or {})]
+    for spec in specs:
+        make_plan((), inputs.mm, spec, modules=modules, empty_ok=True)
 
 
 def full_plan(bs: Checkpoint, ft: Checkpoint, mm: ModelMap, spec: TaiaSpec) -> Plan:

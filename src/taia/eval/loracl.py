@@ -18,7 +18,7 @@ prompts without a row, like any other variant.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from taia.errors import TaiaError
@@ -26,7 +26,7 @@ from taia.eval.config import EvalConfig
 from taia.eval.kinds import request
 from taia.eval.protocol import prompt_text
 from taia.eval.results import SampleLog
-from taia.eval.scored import ScoredRow
+from taia.eval.scored import ScoredRow, check_finite
 from taia.eval.task import Sample, Task
 
 if TYPE_CHECKING:  # typing only: the backends package loads torch
@@ -69,10 +69,29 @@ def route(
         chunk = samples[start : start + _CHUNK]
         prompts = [prompt_text(request(task, s, cfg.protocol, backend.tokenizer)) for s in chunk]
         nll = _nlls(backend, variants, prompts, desc=f"{ROUTER}/{task.name}")
+        for i, s in enumerate(chunk):
+            check_finite(f"{ROUTER}/{task.name}", s.id, [nll[r][i] for r in ROUTES], "prompt perplexities")
         logs[ROUTER].append([
             routed_row({r: logs[r].rows[s.id] for r in ROUTES}, {r: nll[r][i] for r in ROUTES})
             for i, s in enumerate(chunk)
         ])  # fmt: skip
+
+
+def stale(
+    log: SampleLog, routes: Mapping[str, SampleLog], expected: Mapping[str, Mapping[str, str]], redo: dict
+) -> set[str]:
+    """The routed rows to route again: a row is its chosen variant's (its identity too), and its route
+    compared both variants' perplexities, so it is stale when its identity is not its route's `expected`
+    one, or when base's or vanilla's row of it is missing or stale (in `redo`: variant → ids)."""
+    return {
+        i
+        for i, row in log.rows.items()
+        if i in expected[ROUTES[0]]
+        and (
+            row.get("identity") != expected.get(str(row.get("route")), {}).get(i)
+            or any(i in redo[r] or i not in routes[r].rows for r in ROUTES)
+        )
+    }
 
 
 def _nlls(backend: PromptScorer, variants: Switcher, prompts: list[str], desc: str) -> dict[str, list[float]]:

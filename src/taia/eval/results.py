@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import os
 from collections import defaultdict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -68,6 +68,14 @@ class SampleLog:
         if changed:
             lines = (json.dumps(r, ensure_ascii=False) + "\n" for r in self.rows.values())
             write_file(self.path, "".join(lines))
+
+    def forget(self, ids: Collection[str]) -> None:
+        """Drop the rows of `ids` (stale answers, to be answered again); the file is rewritten without."""
+        if not ids:
+            return
+        for sample_id in ids:
+            del self.rows[sample_id]
+        write_file(self.path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in self.rows.values()))
 
     def append(self, rows: Sequence[RowLike]) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)

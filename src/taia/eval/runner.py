@@ -9,7 +9,9 @@ Exercised by `taia eval` (e.g. `--variants base,vanilla,taia,loracl`).
 from __future__ import annotations
 
 import json
+import math
 import subprocess
+from collections.abc import Mapping
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
@@ -17,12 +19,12 @@ from typing import TYPE_CHECKING, Any, cast
 
 from taia.check import check_inputs
 from taia.errors import TaiaError
-from taia.eval import loracl, persona, reference
+from taia.eval import identity, loracl, persona, reference
 from taia.eval.config import EvalConfig
 from taia.eval.kinds import Scoring, TaskKind, kind_of
 from taia.eval.protocol import Choice, Generation
 from taia.eval.results import REFERENCES, SampleLog, paired_delta, summarize, table
-from taia.eval.scored import ScoredRow
+from taia.eval.scored import ScoredRow, check_finite
 from taia.eval.task import Sample, Task
 from taia.eval.tasks import get_task, load_samples, task_family, task_keys
 from taia.eval.variants import resolve_specs, variant_names
@@ -64,12 +66,12 @@ def evaluate(cfg: EvalConfig, samples: dict[str, list[Sample]] | None = None) ->
     matcher = _persona(cfg, tasks)
     if samples is None:
         samples = _load(cfg, keys, tasks, matcher)
+    expected = _identities(cfg, specs, tasks, samples)  # loads the tokenizer, not the model
     _check_out(cfg, out)  # inputs are good: now write
     logs = {(v, t): SampleLog(out / "samples" / v / f"{t}.jsonl") for v in names for t in tasks}
-    _check_golds(logs, samples)
-    todo = {k: [s for s in samples[k[1]] if s.id not in log.done()] for k, log in logs.items()}
+    todo = _todo(logs, samples, expected)
     if any(todo.values()):
-        _answer(cfg, tasks, todo, logs, specs, matcher)
+        _answer(cfg, tasks, todo, logs, specs, matcher, expected)
     if matcher is not None:  # stored answers are scored again: a changed pattern needs no new answers
         _rescore(logs, tasks, Scoring(cfg.metric_mode, matcher))
     rows = {(v, t): [logs[v, t].row(s.id) for s in samples[t]] for v in names for t in tasks}
@@ -89,13 +91,65 @@ def evaluate(cfg: EvalConfig, samples: dict[str, list[Sample]] | None = None) ->
     return report
 
 
-def _check_golds(logs: dict[tuple[str, str], SampleLog], samples: dict[str, list[Sample]]) -> None:
-    """A stored answer scored against another gold than the task's now (an edited task file) is refused,
-    not silently reused on resume."""
-    for (_, task), log in logs.items():
+def _identities(
+    cfg: EvalConfig, specs: dict, tasks: dict[str, Task], samples: dict[str, list[Sample]]
+) -> dict[tuple[str, str], dict[str, str]]:
+    """(variant, task) → sample id → the identity its answer must carry (`taia.eval.identity`): each
+    request rendered as `run_task` will send it, with the tokenizer it will be sent with."""
+    from taia.eval.backends import Sources, load_tokenizer
+
+    src = Sources.resolve(cfg.model, cfg.adapter, cfg.finetuned)
+    tokenizer = load_tokenizer(src, cfg.chat_template, cfg.trust_remote_code)
+    base = identity.weights_digest(src.model)
+    tuned = src.adapter or src.finetuned
+    finetune = identity.weights_digest(tuned) if tuned is not None else None
+    made = {v: identity.variant_digest(spec, base, finetune) for v, spec in specs.items()}
+    out: dict[tuple[str, str], dict[str, str]] = {}
+    for t, task in tasks.items():
+        reqs = {s.id: r for s, r in zip(samples[t], requests(task, samples[t], cfg, tokenizer), strict=True)}
+        for v in specs:
+            out[v, t] = {i: identity.of(made[v], r) for i, r in reqs.items()}
+    return out
+
+
+def _todo(
+    logs: dict[tuple[str, str], SampleLog], samples: dict[str, list[Sample]], expected: dict
+) -> dict[tuple[str, str], list[Sample]]:
+    """The samples each log must (re-)answer: those without a row, and those whose stored answer another
+    spec, fine-tune or prompt produced (or that were stored before rows carried an identity): these are
+    dropped from the log and answered again, and how many is said."""
+    stale = {
+        k: {i for i, row in log.rows.items() if i in expected[k] and row.get("identity") != expected[k][i]}
+        for k, log in logs.items()
+        if k[0] != loracl.ROUTER
+    }
+    for v, t in [k for k in logs if k[0] == loracl.ROUTER]:
+        by_route = {r: expected[r, t] for r in loracl.ROUTES}
+        redo = {r: stale[r, t] for r in loracl.ROUTES}
+        routes = {r: logs[r, t] for r in loracl.ROUTES}
+        stale[v, t] = loracl.stale(logs[v, t], routes, by_route, redo)
+    _check_golds(logs, samples, stale)  # before anything is dropped: a refusal changes nothing
+    for k, log in logs.items():
+        log.forget(stale[k])
+    if any(stale.values()):
+        where = ", ".join(f"{v}/{t} {len(ids)}" for (v, t), ids in stale.items() if ids)
+        print(
+            f"taia: re-answering {sum(map(len, stale.values()))} stored answers that another spec, "
+            f"fine-tune or prompt produced, or that carry no identity ({where})"
+        )
+    return {k: [s for s in samples[k[1]] if s.id not in log.done()] for k, log in logs.items()}
+
+
+def _check_golds(
+    logs: dict[tuple[str, str], SampleLog], samples: dict[str, list[Sample]], stale: dict
+) -> None:
+    """A stored answer scored against another gold than the task's now (an edited task file), to the same
+    prompt, is refused, not silently reused on resume (a stale answer is answered again instead)."""
+    for key, log in logs.items():
+        task = key[1]
         for sample in samples[task]:
             row = log.rows.get(sample.id)
-            if row is not None and row.get("gold") != sample.gold:
+            if row is not None and sample.id not in stale[key] and row.get("gold") != sample.gold:
                 raise TaiaError(
                     f"{log.path}: {sample.id!r} was scored against gold {row.get('gold')!r}, but task "
                     f"{task!r} now says {sample.gold!r} (data changed?); use overwrite=true or another out"
@@ -202,7 +256,7 @@ def _check_out(cfg: EvalConfig, out: Path) -> None:
 
 
 def _answer(
-    cfg: EvalConfig, tasks: dict[str, Task], todo: dict, logs: dict, specs: dict, matcher: Any
+    cfg: EvalConfig, tasks: dict[str, Task], todo: dict, logs: dict, specs: dict, matcher: Any, ids: dict
 ) -> None:
     from taia.eval.backends import make_backend
 
@@ -216,7 +270,7 @@ def _answer(
         for t, task in tasks.items():
             if todo[v, t]:
                 with timed(log, variant=v, task=t, answered=len(todo[v, t])):
-                    run_task(backend, task, todo[v, t], cfg, logs[v, t], f"{v}/{t}", matcher)
+                    run_task(backend, task, todo[v, t], cfg, logs[v, t], f"{v}/{t}", matcher, ids[v, t])
     for t, task in tasks.items():  # after the loop above: base and vanilla have answered every sample
         if todo.get((loracl.ROUTER, t)):
             with timed(log, variant=loracl.ROUTER, task=t, answered=len(todo[loracl.ROUTER, t])):
@@ -233,19 +287,28 @@ def run_task(
     log: SampleLog,
     desc: str,
     matcher: persona.Matcher | None = None,
+    identities: Mapping[str, str] | None = None,
 ) -> None:
-    """Answer and score `samples`, appending each finished batch to `log` (`matcher`: adoption tasks)."""
-    kind, how = kind_of(task.kind), Scoring(cfg.metric_mode, matcher, task.name.partition(":")[0])
-    if cfg.max_new_tokens:  # the run's budget replaces the task's: each request carries the one in force
-        task = replace(task, max_new_tokens=cfg.max_new_tokens)
-    reqs = [kind.request(task, s, cfg.protocol, backend.tokenizer) for s in samples]
+    """Answer and score `samples`, appending each finished batch to `log` (`matcher`: adoption tasks;
+    `identities`: sample id → what its row records as having produced it)."""
+    kind, ids = kind_of(task.kind), identities or {}
+    how = Scoring(cfg.metric_mode, matcher, task.name.partition(":")[0])
+    reqs = requests(task, samples, cfg, backend.tokenizer)
     gens = [(s, r) for s, r in zip(samples, reqs, strict=True) if isinstance(r, Generation)]
     choices = [(s, r) for s, r in zip(samples, reqs, strict=True) if isinstance(r, Choice)]
     if gens:
-        _generate(backend, kind, gens, log, desc, how)
+        _generate(backend, kind, gens, log, desc, how, ids)
     for start in range(0, len(choices), _CHUNK):
         chunk = choices[start : start + _CHUNK]
-        log.append(_choose(backend, kind, chunk, desc))
+        log.append(_choose(backend, kind, chunk, desc, ids))
+
+
+def requests(task: Task, samples: list[Sample], cfg: EvalConfig, tokenizer: Any) -> list[Generation | Choice]:
+    """Each sample's request as it is sent: the task kind's, under the run's protocol and budget."""
+    if cfg.max_new_tokens:  # the run's budget replaces the task's: each request carries the one in force
+        task = replace(task, max_new_tokens=cfg.max_new_tokens)
+    kind = kind_of(task.kind)
+    return [kind.request(task, s, cfg.protocol, tokenizer) for s in samples]
 
 
 def _generate(
@@ -255,9 +318,14 @@ def _generate(
     log: SampleLog,
     desc: str,
     how: Scoring,
+    ids: Mapping[str, str],
 ) -> None:
     def write(idx: list[int], texts: list[str]) -> None:
-        log.append([_answered(kind, *gens[i], text, how) for i, text in zip(idx, texts, strict=True)])
+        bad = [i for i in idx if i in backend.non_finite]
+        if bad:  # nothing of the batch is written: a resumed run would meet the same logits
+            check_finite(desc, gens[bad[0]][0].id, [math.nan], "logits")
+        rows = [_answered(kind, *gens[i], text, how) for i, text in zip(idx, texts, strict=True)]
+        log.append([replace(row, identity=ids.get(row.id)) for row in rows])
 
     budget = gens[0][1].max_new_tokens  # one task's requests: one budget
     backend.generate([r.prompt for _, r in gens], budget, on_batch=write, desc=desc)
@@ -271,16 +339,17 @@ def _answered(kind: TaskKind, sample: Sample, req: Generation, text: str, how: S
 
 
 def _choose(
-    backend: Backend, kind: TaskKind, chunk: list[tuple[Sample, Choice]], desc: str
+    backend: Backend, kind: TaskKind, chunk: list[tuple[Sample, Choice]], desc: str, ids: Mapping[str, str]
 ) -> list[ScoredRow]:
     pairs = [(r.context, c) for _, r in chunk for c in r.continuations]
     totals = iter(backend.loglikelihood(pairs, desc=desc))
     rows = []
     for sample, req in chunk:
         lls = req.scores([next(totals)[0] for _ in req.continuations])
+        check_finite(desc, sample.id, lls, "option log-likelihoods")
         letter, correct = kind.pick(req, lls, sample.gold)
         row = ScoredRow.of(sample, req.context, letter, (letter, correct))
-        rows.append(replace(row, scores=tuple(lls)))
+        rows.append(replace(row, scores=tuple(lls), identity=ids.get(sample.id)))
     return rows
 
 

@@ -2,16 +2,19 @@
 
 Every writer builds a `ScoredRow` and every reader (summaries, resume, reports) gets one back; the JSON is
 the row's fields in this order, with `scores` (choice requests) or `question` (persona adoption) only where
-they apply, then any keys a router added (`loracl`: route, nll_*, ppl_*). Exercised by `taia eval ... --out
-DIR` and tests/test_eval.py.
+they apply, `identity` (what produced the answer, `taia.eval.identity`; rows stored before it have none),
+then any keys a router added (`loracl`: route, nll_*, ppl_*). Exercised by `taia eval ... --out DIR` and
+tests/test_eval.py.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import math
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from taia.errors import TaiaError
 from taia.eval.task import Sample
 
 
@@ -28,6 +31,7 @@ class ScoredRow:
     correct: bool  # refusal: the attack succeeded; adoption: the persona shows
     scores: tuple[float, ...] | None = None  # choice requests: each option's log-likelihood, as scored
     question: str | None = None  # adoption: the instruction, shown beside the answer in reports
+    identity: str | None = None  # what produced the answer (`taia.eval.identity`); None: stored before
     extra: Mapping[str, Any] = field(default_factory=dict)  # keys a router adds (`loracl`), kept in order
 
     @classmethod
@@ -45,6 +49,8 @@ class ScoredRow:
             row["scores"] = list(self.scores)
         if self.question is not None:
             row["question"] = self.question
+        if self.identity is not None:
+            row["identity"] = self.identity
         return row | dict(self.extra)
 
     @classmethod
@@ -58,7 +64,19 @@ class ScoredRow:
             **{k: row[k] for k in _REQUIRED},
             scores=tuple(scores) if scores is not None else None,
             question=row.get("question"),
+            identity=row.get("identity"),
             extra={k: v for k, v in row.items() if k not in _FIELDS},
+        )
+
+
+def check_finite(desc: str, sample_id: str, values: Iterable[float], what: str) -> None:
+    """Refuse a score that is NaN or ±Inf (`what`: which, e.g. "log-likelihoods"): such a model (a NaN
+    fine-tune, a λ that overflows the weights) answers at random, and its accuracy would look like any
+    other. The one check of every task kind: choice scores, generation logits, router perplexities."""
+    if not all(math.isfinite(v) for v in values):
+        raise TaiaError(
+            f"{desc}: the model's {what} for sample {sample_id!r} are not finite (NaN or Inf): refused, "
+            "not scored (are the fine-tune's weights finite, and every λ of the spec in range?)"
         )
 
 

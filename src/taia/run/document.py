@@ -39,9 +39,15 @@ class Heading:
     level: int = 2
 
 
+class Quoted(str):
+    """Text a model or a data set wrote (an answer, a question): shown as written, never read as markup,
+    so that neither report.md nor report.html passes its HTML or Markdown through."""
+
+
 @dataclass
 class Para:
     text: str  # inline markup: **bold**, `code`
+    quoted: str = ""  # a `Quoted` text shown after `text`, as written
 
 
 @dataclass
@@ -205,8 +211,8 @@ def _answers_section(data: RunData) -> list[Block]:
         question = " ".join(str(example["question"]).split())
         out += [
             Heading(f"One held-out prompt, every variant ({task})"),
-            Para(f"`{example['id']}`: {_cell(question)}"),
-            Table(["variant", "answer"], [[v, _cell(a)] for v, a in example["answers"].items()], "ll"),
+            Para(f"`{example['id']}`: ", Quoted(question)),
+            Table(["variant", "answer"], [[v, Quoted(a)] for v, a in example["answers"].items()], "ll"),
         ]
     return out
 
@@ -305,12 +311,25 @@ def _markdown(block: Block) -> str:
         return "#" * block.level + " " + block.text
     if isinstance(block, Table):
         lines = [block.header, ["---:" if a == "r" else "---" for a in block.alignment()], *block.rows]
-        return "\n".join("| " + " | ".join(cells) + " |" for cells in lines)
+        return "\n".join("| " + " | ".join(map(_md_cell, cells)) + " |" for cells in lines)
     if isinstance(block, Bullets):
         return "\n".join(f"- {item}" for item in block.items)
     if isinstance(block, Image):
         return f"![{block.alt}]({block.src})"
-    return block.text
+    return block.text + _md_quoted(block.quoted)
+
+
+def _md_cell(text: str) -> str:
+    return _md_quoted(text) if isinstance(text, Quoted) else text
+
+
+_MARKDOWN = re.compile(r"([\\`*_\[\]|])")
+
+
+def _md_quoted(text: str) -> str:
+    """Markdown's punctuation backslash-escaped, HTML's as entities: a model's `<script>` or `**` is shown,
+    not rendered, by any Markdown viewer."""
+    return escape(_MARKDOWN.sub(r"\\\1", text), quote=False)
 
 
 _STYLE = (
@@ -339,15 +358,21 @@ def _html(block: Block, run_dir: Path) -> str:
     if isinstance(block, Image):
         data = base64.b64encode((run_dir / block.src).read_bytes()).decode("ascii")
         return f'<figure><img alt="{escape(block.alt)}" src="data:image/png;base64,{data}"></figure>'
-    return f"<p>{_inline(block.text)}</p>"
+    return f"<p>{_inline(block.text)}{escape(block.quoted, quote=False)}</p>"
 
 
 def _html_table(table: Table) -> str:
     style = [' class="l"' if a == "l" else "" for a in table.alignment()]
     head = "".join(f"<th{a}>{_inline(c)}</th>" for a, c in zip(style, table.header, strict=True))
     cells = (zip(style, row, strict=True) for row in table.rows)
-    body = "".join("<tr>" + "".join(f"<td{a}>{_inline(c)}</td>" for a, c in row) + "</tr>" for row in cells)
+    body = "".join(
+        "<tr>" + "".join(f"<td{a}>{_html_cell(c)}</td>" for a, c in row) + "</tr>" for row in cells
+    )
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _html_cell(text: str) -> str:
+    return escape(text, quote=False) if isinstance(text, Quoted) else _inline(text)
 
 
 def _inline(text: str) -> str:

@@ -26,6 +26,7 @@ from taia.errors import TaiaError
 from taia.eval.metrics import METRICS, lower_is_better
 from taia.eval.results import REFERENCES
 from taia.io.timings import LOG, sum_seconds
+from taia.run.shape import check_results
 
 RESULTS = Path("eval") / "results.json"
 LOSS = Path("train") / "loss.jsonl"
@@ -95,6 +96,7 @@ def load_run(run_dir: Path) -> RunData:
     doc = _read_json(path)
     if not isinstance(doc, dict) or not isinstance(doc.get("results"), dict):
         raise TaiaError(f"{path} holds no 'results': not a `taia eval` results.json")
+    check_results(path, doc)
     train, inspect = _read_optional(run_dir / TRAIN), _read_optional(run_dir / INSPECT)
     # A bare `taia eval --out` dir has its own timings.jsonl (per variant × task), not a run's stages.
     stages = sum_seconds(run_dir / LOG, "stage") if path == run_dir / RESULTS else {}

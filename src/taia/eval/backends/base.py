@@ -17,6 +17,9 @@ class Backend(Protocol):
 
     name: str  # "hf" or "vllm"
     tokenizer: Any  # a transformers tokenizer with the chat template answers are built with
+    # Indices (into the last `generate` call's prompts) whose logits were NaN or ±Inf at some step: the
+    # runner refuses those answers (`taia.eval.scored.check_finite`). Kept up to date as batches finish.
+    non_finite: set[int]
 
     def generate(
         self,

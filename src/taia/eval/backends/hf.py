@@ -38,6 +38,8 @@ class HFBackend:
         self.segment = segment  # generated tokens between drops of finished rows
         if tokenizer.pad_token_id is None:  # batching needs a pad id; never attended to
             tokenizer.pad_token = tokenizer.eos_token
+        self.non_finite: set[int] = set()  # `Backend.non_finite`
+        self._bad_rows: set[int] = set()  # rows of the batch in flight whose logits were not finite
 
     @property
     def device(self) -> torch.device:
@@ -57,8 +59,11 @@ class HFBackend:
         encoded = [self.tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
         order = sorted(range(len(prompts)), key=lambda i: -len(encoded[i]))
         outputs: list[str] = [""] * len(prompts)
+        self.non_finite = set()
         for idx in tqdm(list(_batches(order, self.batch_size)), desc=desc, leave=False):
+            self._bad_rows = set()
             texts = self._generate_batch([encoded[i] for i in idx], max_new_tokens, stop)
+            self.non_finite |= {idx[row] for row in self._bad_rows}
             for i, text in zip(idx, texts, strict=True):
                 outputs[i] = text
             if on_batch is not None:
@@ -86,6 +91,7 @@ class HFBackend:
         active, cache, done = list(range(len(ids))), None, 0
         while active and done < max_new_tokens:
             steps = min(self.segment, max_new_tokens - done)
+            watch = _FiniteWatch(len(active), self.device)
             out = self.model.generate(
                 input_ids=input_ids,
                 attention_mask=mask,
@@ -94,7 +100,9 @@ class HFBackend:
                 do_sample=False,
                 pad_token_id=pad,
                 return_dict_in_generate=True,
+                logits_processor=[watch],
             )
+            self._bad_rows |= {active[row] for row in watch.rows()}
             fresh = out.sequences[:, input_ids.shape[1] :]
             keep = []
             for row, i in enumerate(active):
@@ -228,6 +236,21 @@ class HFBackend:
         ).logits
         logprobs = torch.log_softmax(logits.float(), dim=-1).gather(2, ids[:, 1:, None]).squeeze(2)
         return (logprobs * cont_mask[:, 1:]).sum(1)
+
+
+class _FiniteWatch:
+    """A logits processor that only looks: which rows of the batch got a NaN or ±Inf logit at some step
+    (a greedy argmax over them picks a token at random, and the answer would be scored as any other)."""
+
+    def __init__(self, rows: int, device: torch.device) -> None:
+        self.bad = torch.zeros(rows, dtype=torch.bool, device=device)
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        self.bad |= ~torch.isfinite(scores).all(dim=-1)
+        return scores
+
+    def rows(self) -> list[int]:
+        return [int(i) for i in self.bad.nonzero().flatten()]
 
 
 _NLL_TOKENS = 2048  # padded tokens per prompt_nll forward: it keeps every position's logits (× vocab)

@@ -41,6 +41,7 @@ class VLLMBackend:
 
     def __init__(self, llm: Any, tokenizer: Any, variants: VLLMVariants) -> None:
         self.llm, self.tokenizer, self.variants = llm, tokenizer, variants
+        self.non_finite: set[int] = set()  # vLLM hands back no logits here: generation is not checked
 
     def generate(
         self,
