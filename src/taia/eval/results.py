@@ -195,6 +195,33 @@ def paired_delta(
     return out
 
 
+def aggregate(
+    tasks: Mapping[str, Task],
+    rows: Mapping[tuple[str, str], Sequence[RowLike]],
+    names: Sequence[str],
+    seed: int,
+) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
+    """(results, paired) of answered rows (variant, task → rows, in the tasks' sample order: bootstrap
+    draws follow it): each variant × task `summarize`d, and each variant's paired Δ vs every reference
+    (base, vanilla) answered too, on the same samples — what results.json holds, for `taia eval` and
+    `taia score` alike."""
+    plain = {k: [dict(as_json(r)) for r in answered] for k, answered in rows.items()}
+    results = {v: {t: summarize(tasks[t], plain[v, t], seed) for t in tasks} for v in names}
+    paired: dict[str, Any] = {}
+    for (v, t), answered in plain.items():
+        for ref in REFERENCES:
+            if ref != v and (ref, t) in plain:
+                macro = results[v][t]["aggregate"] == "macro"
+                delta = paired_delta(answered, plain[ref, t], macro, seed)
+                paired.setdefault(v, {}).setdefault(t, {})[ref] = delta
+    return results, paired
+
+
+def results_doc(results: dict[str, Any], paired: dict[str, Any], mode: str, run: dict[str, Any]) -> str:
+    """results.json's text: the results, the paired Δs, the scoring mode and the run info."""
+    return json.dumps({"results": results, "paired": paired, "mode": mode, "run": run}, indent=2) + "\n"
+
+
 def table(results: dict[str, dict[str, dict[str, Any]]], variants: list[str], tasks: list[str]) -> str:
     """Tasks × variants, each cell `score [lo, hi]` in percent."""
     width = 22
