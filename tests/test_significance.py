@@ -129,16 +129,16 @@ def test_report_without_the_test_has_no_section(tmp_path: Path) -> None:
 
 
 def test_search_md_shows_the_test() -> None:
-    chosen = {
-        "gsm8k": {
-            r: paired_delta(_rows([1, 1, 1, 0]), _rows([0, 0, 1, 1]), False) for r in ("base", "vanilla")
-        }
-    }
+    """Two test tasks: every row gets its own tests (search.md's test table, one row per task)."""
+    delta = paired_delta(_rows([1, 1, 1, 0]), _rows([0, 0, 1, 1]), False)
+    chosen = {t: {r: delta for r in ("base", "vanilla")} for t in ("gsm8k", "svamp")}
     entry = summarize(Task("gsm8k", "number", "", 8), _rows([1, 1, 1, 0]))
-    tests = {v: {"gsm8k": entry} for v in ("base", "vanilla", "best-x")}
+    tests = {v: {"gsm8k": entry, "svamp": entry} for v in ("base", "vanilla", "best-x")}
     result = {"best": "best-x", "test": {"results": tests, "paired": {"best-x": chosen}}}
-    cfg = SimpleNamespace(test_variants=["base", "vanilla"], test_tasks=["gsm8k"])
+    cfg = SimpleNamespace(test_variants=["base", "vanilla"], test_tasks=["gsm8k", "svamp"])
     lines = _test_lines(cfg, result)  # type: ignore[arg-type]
     assert lines[2].endswith("| McNemar p vs base | McNemar p vs vanilla |")
     # 2 · P(X ≤ 1) for X ~ Bin(3, 1/2) = 2 · 4/8, capped at 1
-    assert lines[4].endswith("| 1.000 (3 discordant: +2 / −1) | 1.000 (3 discordant: +2 / −1) |")
+    for line, task in zip(lines[4:6], ("gsm8k", "svamp"), strict=True):
+        assert line.startswith(f"| {task} |")
+        assert line.endswith("| 1.000 (3 discordant: +2 / −1) | 1.000 (3 discordant: +2 / −1) |")

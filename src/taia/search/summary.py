@@ -124,8 +124,8 @@ def _test_lines(cfg: SearchConfig, result: dict[str, Any]) -> list[str]:
         chosen = paired.get(result["best"], {}).get(task, {})
         deltas = [_delta(chosen.get(ref)) for ref in REFERENCES]
         margins = [_delta((chosen.get(ref) or {}).get("margin"), "gold_margin") for ref in REFERENCES]
-        tests = [shown_test((chosen.get(ref) or {}).get("mcnemar")) for ref in REFERENCES]
-        lines.append(f"| {task} | " + " | ".join(cells + deltas + margins + tests) + " |")
+        p_values = [shown_test((chosen.get(ref) or {}).get("mcnemar")) for ref in REFERENCES]
+        lines.append(f"| {task} | " + " | ".join(cells + deltas + margins + p_values) + " |")
     lines += [
         "",
         "Δ: paired on the same questions, percentage points [95 % CI]; margin Δ: the paired gold-option "
