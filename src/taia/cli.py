@@ -9,6 +9,7 @@
     taia search --base B (--adapter A | --finetuned F) --dev-task T --test-tasks T1,T2 --out O
     taia run EXPERIMENT.yaml [key=value ...]
     taia report RUN_DIR [--no-html]
+    taia score RUN_OR_EVAL_DIR [--mode strict|flexible|…]
 
 Each verb's flags are its config model's fields (`taia.cliargs`: `taia VERB --help` lists them all);
 a YAML file and `key=value` overrides set the same fields. Flags and overrides may come in any order
@@ -71,6 +72,12 @@ VERBS = {
     "report": Verb(
         "(re-)render a run's report: Markdown, CSV/JSON, HTML, plots",
         "taia.config:ReportConfig",
+        positional=("", ""),
+        arguments=("run_dir",),
+    ),
+    "score": Verb(
+        "re-score a run's or eval's stored answers under another scoring mode (nothing generated)",
+        "taia.eval.rescore:ScoreConfig",
         positional=("", ""),
         arguments=("run_dir",),
     ),
@@ -243,10 +250,19 @@ def _run_report(ns: argparse.Namespace) -> None:
     print(f"wrote {', '.join(str(p) for p in paths.values())}")
 
 
+def _run_score(ns: argparse.Namespace) -> None:
+    from taia.config import build_config
+    from taia.eval.rescore import ScoreConfig, rescore
+
+    cfg = build_config(ScoreConfig, None, _flags(ns))
+    done = rescore(cfg)
+    print(f"wrote {', '.join(str(p) for p in done['written'])}")
+
+
 _COMMANDS = {
     "apply": _run_apply, "inspect": _run_inspect, "train": _run_train,
     "eval": _run_eval, "search": _run_search, "run": _run_run, "quickstart": _run_quickstart,
-    "report": _run_report,
+    "report": _run_report, "score": _run_score,
 }  # fmt: skip
 
 

@@ -18,11 +18,14 @@ from typing import Any
 
 __all__ = [
     "MATH_VERIFY",
+    "all_boxed",
     "answer_phrase",
     "clean_markup",
     "extract_number",
     "format_number",
     "last_boxed",
+    "lone_number",
+    "math_answer",
     "math_equal",
     "normalize_math",
     "numbers_equal",
@@ -139,6 +142,20 @@ def last_boxed(text: str, skip_unclosed: bool = True) -> str | None:
     return None
 
 
+def all_boxed(text: str) -> list[str]:
+    """The contents of every complete `\\boxed{…}` / `\\fbox{…}`, in order (an unclosed one is left out)."""
+    boxes = list(_BOX_RE.finditer(text))
+    closes = _closing_braces(text, boxes[0].start()) if boxes else {}
+    out = []
+    for m in boxes:
+        i = m.end()
+        while i < len(text) and text[i] == " ":
+            i += 1
+        if i in closes and text[i] == "{":
+            out.append(text[i + 1 : closes[i]])
+    return out
+
+
 # --------------------------------------------------------------------------------------------------------
 # Numbers
 
@@ -228,17 +245,39 @@ def format_number(x: float) -> str:
     return repr(x)
 
 
+def lone_number(s: str) -> float | None:
+    """The value of a string that is one number and nothing else ("24.0", "−50", "$1,000", "1/2",
+    "\\frac{1}{2}"), or None: "12 apples" and "3, 5" are not lone numbers (`parse_number` reads their
+    first)."""
+    t = _normalize_numeric(_strip_wrappers(s)).strip().rstrip(".").strip()
+    if any(cmd in t for cmd in _NOT_A_NUMBER):
+        return None
+    m = _NUMBER_RE.fullmatch(t)
+    return _numbers(t)[0] if m and _numbers(t) else None
+
+
+def _result(candidate: str) -> str:
+    """A stated expression's result: of "9 * 2 = 18" the side that is a lone number (the last such),
+    else the last side; a candidate without "=" as it is."""
+    sides = candidate.split("=")
+    if len(sides) == 1:
+        return candidate
+    lone = [side for side in sides if lone_number(side) is not None]
+    return lone[-1] if lone else sides[-1]
+
+
 def extract_number(text: str, strict: bool = True) -> str | None:
     """The numeric answer of a response, as a canonical string (`format_number`), or None.
 
     Looks, in order, in the last `\\boxed{}`, the `answer_phrase`, and the last GSM8K "#### N"; the first of
-    these that holds a number wins. With `strict=False` ("flexible"), falls back to the last number anywhere
-    in the response. Compare the result with `numbers_equal`.
+    these that holds a number wins; a stated expression is read as its result ("9 * 2 = 18" is 18). With
+    `strict=False` ("flexible"), falls back to the last number anywhere in the response. Compare the result
+    with `numbers_equal`.
     """
     gsm8k = _GSM8K_RE.findall(text)
     for candidate in (last_boxed(text), answer_phrase(text), gsm8k[-1] if gsm8k else None):
         if candidate is not None:
-            value = parse_number(candidate)
+            value = parse_number(_result(candidate))
             if value is not None:
                 return format_number(value)
     if not strict:
@@ -268,15 +307,35 @@ def numbers_equal(a: str | float, b: str | float, rel_tol: float = 1e-6) -> bool
 def normalize_math(s: str) -> str:
     """A LaTeX answer reduced for string comparison (the fallback when math-verify is not installed).
 
-    Strips `$` wrappers, `\\left`/`\\right`, `\\!`, `\\,`, `\\;`, `\\displaystyle`, degree marks and all
-    whitespace, turns `\\dfrac`/`\\tfrac` into `\\frac`, and drops a trailing ".".
+    Unwraps `\\text{}`-like commands; strips `$` wrappers, `\\left`/`\\right`, `\\!`, `\\,`, `\\;`,
+    `\\displaystyle`, degree marks and all whitespace, turns `\\dfrac`/`\\tfrac` into `\\frac`, and drops
+    a trailing ".".
     """
     s = _strip_wrappers(s)
+    for _ in range(_MAX_NESTING):  # \\text{Evelyn} is Evelyn
+        s, n = _TEXT_CMD_RE.subn(r"\1", s)
+        if n == 0:
+            break
     for token in ("\\left", "\\right", "\\!", "\\,", "\\;", "\\:", "\\displaystyle", "^\\circ", "^{\\circ}"):
         s = s.replace(token, "")
     s = re.sub(r"\\[dt]frac", r"\\frac", s)
     s = re.sub(r"\s+", "", s)
     return s.rstrip(".")
+
+
+# where prose starts after an answer: a lower-case word ("since", "which", "dollars"), but not "and" / "or"
+_PROSE_RE = re.compile(r"[,;:]?\s+(?=(?!(?:and|or)\b)[a-z]{2,}\b)")
+
+
+def math_answer(phrase: str) -> str:
+    """A stated LaTeX answer without the prose after it: "$\\frac{1}{2}$, which is …" gives `\\frac{1}{2}`,
+    "x+11 since …" gives "x+11". The answer ends before the first lower-case word outside braces
+    (`\\text{ cm}` stays), "and" and "or" excepted; then its `$…$`-like wrappers are stripped."""
+    groups = _closing_braces(phrase).items()
+    for m in _PROSE_RE.finditer(phrase):
+        if m.start() > 0 and not any(a < m.start() < b for a, b in groups):
+            return _strip_wrappers(phrase[: m.start()])
+    return phrase
 
 
 _MAX_MATH_CHARS = 1000  # longer "answers" are rambling, not LaTeX: not worth math-verify's time

@@ -1,5 +1,5 @@
-"""Metrics: what each is (direction, scale) in one table, and percentile-bootstrap confidence intervals,
-micro (over samples) and macro (over subsets).
+"""Metrics: what each is (direction, scale) in one table, percentile-bootstrap confidence intervals,
+micro (over samples) and macro (over subsets), and the exact McNemar test of paired binary outcomes.
 
 Exercised by `taia eval` and tests/test_metrics.py. All functions are deterministic given `seed`.
 """
@@ -14,7 +14,7 @@ import numpy as np
 
 __all__ = [
     "METRICS", "Metric", "accuracy", "bootstrap_ci", "bootstrap_ci_macro", "gold_margin", "lower_is_better",
-    "macro_mean", "metric",
+    "macro_mean", "mcnemar_p", "metric",
 ]  # fmt: skip
 
 
@@ -59,6 +59,19 @@ def gold_margin(scores: Sequence[float], gold: int) -> float:
     """The gold option's score minus the best other option's: how sure (and how right) a choice is."""
     others = [s for i, s in enumerate(scores) if i != gold]
     return float(scores[gold] - max(others)) if others else math.nan
+
+
+def mcnemar_p(up: int, down: int) -> float:
+    """The exact McNemar p-value of paired binary outcomes: the two-sided binomial test (p = 1/2) on the
+    discordant pairs, `up` of them won by one side and `down` by the other. 2·P(X ≤ min) for X ~ Bin(up +
+    down, 1/2), at most 1; 1.0 without discordant pairs. Exact integers, so no scipy is needed."""
+    if up < 0 or down < 0:
+        raise ValueError(f"discordant counts must be >= 0, got {up}, {down}")
+    n = up + down
+    if n == 0:
+        return 1.0
+    tail = sum(math.comb(n, i) for i in range(min(up, down) + 1))
+    return min(1.0, 2 * tail / 2**n)
 
 
 _CHUNK_CELLS = 1 << 22  # resample indices drawn at most ~4M at a time (32 MiB), whatever n is

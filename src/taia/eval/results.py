@@ -25,7 +25,7 @@ from typing import Any
 
 from taia.errors import TaiaError
 from taia.eval.kinds import kind_of
-from taia.eval.metrics import bootstrap_ci, bootstrap_ci_macro, gold_margin, macro_mean, metric
+from taia.eval.metrics import bootstrap_ci, bootstrap_ci_macro, gold_margin, macro_mean, mcnemar_p, metric
 from taia.eval.scored import RowLike, ScoredRow, as_json
 from taia.eval.task import LETTERS, Task
 from taia.io.atomic import write_file
@@ -181,20 +181,53 @@ def paired_delta(
 ) -> dict[str, Any]:
     """Δ = score − the reference's on the same samples, with a 95 % bootstrap CI of the per-sample
     differences (stratified by subset when the task is scored macro). Paired, so far narrower than the two
-    scores' own CIs suggest; `changed` counts the samples whose correctness differs. Choice tasks add the
-    same for the gold-option margin (`margin`), which resolves differences accuracy cannot."""
+    scores' own CIs suggest; `changed` counts the samples whose correctness differs. `mcnemar`: the exact
+    McNemar p-value of those discordant samples (pooled over subsets), their count, and how many went
+    `up` (right only here: +1 in Δ) and `down`. Choice tasks add the same Δ for the gold-option margin
+    (`margin`), which resolves differences accuracy cannot."""
     ref = {r["id"]: r for r in map(as_json, reference)}
     both = [r for r in map(as_json, answered) if r["id"] in ref]
     diffs = _by_subset(both, [float(r["correct"]) - float(ref[r["id"]]["correct"]) for r in both])
     delta, ci = _mean_ci(diffs, macro, seed)
     n = sum(map(len, diffs.values()))
-    out = {"delta": delta, "ci95": ci, "n": n, "changed": sum(1 for v in diffs.values() for d in v if d)}
+    out: dict[str, Any] = {"delta": delta, "ci95": ci, "n": n}
+    out["changed"] = sum(1 for v in diffs.values() for d in v if d)
+    up = sum(1 for v in diffs.values() for d in v if d > 0)
+    down = out["changed"] - up
+    out["mcnemar"] = {"p": mcnemar_p(up, down), "discordant": up + down, "up": up, "down": down}
     pairs = [(_margin(r), _margin(ref[r["id"]])) for r in both]
     if both and all(a is not None and b is not None for a, b in pairs):
         margins = _by_subset(both, [(a or 0.0) - (b or 0.0) for a, b in pairs])
         m_delta, m_ci = _mean_ci(margins, macro, seed)
         out["margin"] = {"delta": m_delta, "ci95": m_ci}
     return out
+
+
+def aggregate(
+    tasks: Mapping[str, Task],
+    rows: Mapping[tuple[str, str], Sequence[RowLike]],
+    names: Sequence[str],
+    seed: int,
+) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
+    """(results, paired) of answered rows (variant, task → rows, in the tasks' sample order: bootstrap
+    draws follow it): each variant × task `summarize`d, and each variant's paired Δ vs every reference
+    (base, vanilla) answered too, on the same samples — what results.json holds, for `taia eval` and
+    `taia score` alike."""
+    plain = {k: [dict(as_json(r)) for r in answered] for k, answered in rows.items()}
+    results = {v: {t: summarize(tasks[t], plain[v, t], seed) for t in tasks} for v in names}
+    paired: dict[str, Any] = {}
+    for (v, t), answered in plain.items():
+        for ref in REFERENCES:
+            if ref != v and (ref, t) in plain:
+                macro = results[v][t]["aggregate"] == "macro"
+                delta = paired_delta(answered, plain[ref, t], macro, seed)
+                paired.setdefault(v, {}).setdefault(t, {})[ref] = delta
+    return results, paired
+
+
+def results_doc(results: dict[str, Any], paired: dict[str, Any], mode: str, run: dict[str, Any]) -> str:
+    """results.json's text: the results, the paired Δs, the scoring mode and the run info."""
+    return json.dumps({"results": results, "paired": paired, "mode": mode, "run": run}, indent=2) + "\n"
 
 
 def table(results: dict[str, dict[str, dict[str, Any]]], variants: list[str], tasks: list[str]) -> str:

@@ -8,7 +8,6 @@ Exercised by `taia eval` (e.g. `--variants base,vanilla,taia,loracl`).
 
 from __future__ import annotations
 
-import json
 import math
 import subprocess
 from collections.abc import Mapping
@@ -23,7 +22,7 @@ from taia.eval import identity, loracl, persona, reference
 from taia.eval.config import EvalConfig
 from taia.eval.kinds import Scoring, TaskKind, kind_of
 from taia.eval.protocol import Choice, Generation
-from taia.eval.results import REFERENCES, SampleLog, paired_delta, summarize, table
+from taia.eval.results import SampleLog, aggregate, results_doc, table
 from taia.eval.scored import ScoredRow, check_finite
 from taia.eval.task import Sample, Task
 from taia.eval.tasks import get_task, load_samples, task_family, task_keys
@@ -75,14 +74,10 @@ def evaluate(cfg: EvalConfig, samples: dict[str, list[Sample]] | None = None) ->
     if matcher is not None:  # stored answers are scored again: a changed pattern needs no new answers
         _rescore(logs, tasks, Scoring(cfg.metric_mode, matcher))
     rows = {(v, t): [logs[v, t].row(s.id) for s in samples[t]] for v in names for t in tasks}
-    plain = {k: [r.to_json() for r in answered] for k, answered in rows.items()}  # what aggregates read
-    results: dict[str, dict[str, Any]] = {
-        v: {t: summarize(tasks[t], plain[v, t], cfg.seed) for t in tasks} for v in names
-    }
+    results, paired = aggregate(tasks, rows, names, cfg.seed)
     if loracl.ROUTER in names:  # how often the router chose the fine-tune: the one number it adds
         for t in tasks:
             results[loracl.ROUTER][t]["routed_vanilla"] = loracl.routed_vanilla(rows[loracl.ROUTER, t])
-    paired = _paired(plain, results, cfg.seed)
     report = _finish(cfg, out, specs, results, list(tasks), paired, matcher)
     for v, by_task in results.items():
         for t, r in by_task.items():
@@ -207,18 +202,6 @@ def _with_lm_eval(cfg: EvalConfig, out: Path, specs: dict) -> dict[str, Any]:
     return _finish(cfg, out, specs, results, list(next(iter(results.values()))))
 
 
-def _paired(rows: dict, results: dict, seed: int) -> dict[str, Any]:
-    """variant → task → reference (base, vanilla) → paired Δ with its CI, on the same samples."""
-    out: dict[str, Any] = {}
-    for (v, t), answered in rows.items():
-        for ref in REFERENCES:
-            if ref != v and (ref, t) in rows:
-                macro = results[v][t]["aggregate"] == "macro"
-                delta = paired_delta(answered, rows[ref, t], macro, seed)
-                out.setdefault(v, {}).setdefault(t, {})[ref] = delta
-    return out
-
-
 def _finish(
     cfg: EvalConfig,
     out: Path,
@@ -229,8 +212,8 @@ def _finish(
     matcher: persona.Matcher | None = None,
 ) -> dict[str, Any]:
     run = _run_info(cfg, specs) | ({"persona": matcher.describe()} if matcher else {})
-    report = {"results": results, "paired": paired or {}, "run": run}
-    (out / RESULTS).write_text(json.dumps(report, indent=2) + "\n")
+    report = {"results": results, "paired": paired or {}, "mode": cfg.metric_mode, "run": run}
+    (out / RESULTS).write_text(results_doc(results, paired or {}, cfg.metric_mode, run))
     print(table(results, list(results), tasks))
     return report
 

@@ -25,8 +25,10 @@ from taia.run.rundata import (
     finite,
     mean_row,
     paired_ci,
+    paired_test,
     shown,
     shown_ci,
+    shown_test,
     training_summary,
 )
 
@@ -80,6 +82,7 @@ def blocks(data: RunData, plots: dict[str, str]) -> list[Block]:
         *_title(data),
         *_scores_section(data),
         *_delta_section(data),
+        *_test_section(data),
         *_margin_section(data),
         *_answers_section(data),
         *_samples_section(data),
@@ -179,6 +182,22 @@ def _delta_section(data: RunData) -> list[Block]:
 def _delta_cell(data: RunData, variant: str, task: str, reference: str) -> str:
     ci = paired_ci(data, variant, task, reference)
     return shown_ci(delta(data, variant, task, reference), ci, data.metric(task), signed=True)
+
+
+def _test_section(data: RunData) -> list[Block]:
+    """The exact McNemar test of each paired Δ (results.json written before it have none: no section)."""
+    columns = _delta_columns(data)
+    tests = {(v, r, t): paired_test(data, v, t, r) for v, r in columns for t in data.tasks}
+    if not any(tests.values()):
+        return []
+    rows = [[_task_label(data, t), *(shown_test(tests[v, r, t]) for v, r in columns)] for t in data.tasks]
+    note = (
+        "Exact McNemar p-value (two-sided binomial test on the discordant questions, those only one of the "
+        "two variants got right; pooled over subsets): + counts the questions only the first variant got "
+        "right (for ASR and adoption: complied with, adopted), − those only the second did."
+    )
+    header = ["task", *(f"{v} − {r}" for v, r in columns)]
+    return [Heading("Paired significance (McNemar)"), Table(header, rows), Para(note)]
 
 
 def _margin_section(data: RunData) -> list[Block]:

@@ -228,6 +228,24 @@ def paired_ci(data: RunData, variant: str, task: str, reference: str) -> list[fl
     return [ci[0], ci[1]] if len(ci) == 2 and ci[0] is not None and ci[1] is not None else None
 
 
+def paired_test(data: RunData, variant: str, task: str, reference: str) -> dict[str, Any] | None:
+    """The exact McNemar test of the paired Δ from results.json (p, discordant, up, down); None when it
+    was not computed (results written before it was)."""
+    entry = data.paired.get(variant, {}).get(task, {}).get(reference) or {}
+    test = entry.get("mcnemar")
+    return test if isinstance(test, dict) and finite(test.get("p")) is not None else None
+
+
+def shown_test(test: dict[str, Any] | None) -> str:
+    """A McNemar test as tables show it: `p (n discordant: +up / −down)`, p to 3 decimals (`<0.001`
+    below); "–" without one."""
+    if test is None:
+        return "–"
+    p = float(test["p"])
+    text = "<0.001" if p < 0.0005 else f"{p:.3f}"
+    return f"{text} ({test.get('discordant')} discordant: +{test.get('up')} / −{test.get('down')})"
+
+
 def best_variants(data: RunData, task: str) -> set[str]:
     """The variants with the best score on a task (lowest where lower is better); ties all count."""
     scores = {v: s for v in data.variants if (s := data.score(v, task)) is not None}

@@ -16,7 +16,7 @@ from taia.eval.metrics import lower_is_better
 from taia.eval.results import REFERENCES
 from taia.eval.tasks import task_key
 from taia.run.render import write_report
-from taia.run.rundata import shown, shown_ci
+from taia.run.rundata import shown, shown_ci, shown_test
 from taia.search.config import SearchConfig
 from taia.spec import TaiaSpec
 
@@ -112,6 +112,7 @@ def _test_lines(cfg: SearchConfig, result: dict[str, Any]) -> list[str]:
     variants = [*cfg.test_variants, result["best"]]
     tests, paired = result["test"]["results"], result["test"]["paired"]
     header = [*variants, *(f"chosen − {r}" for r in REFERENCES), *(f"margin Δ vs {r}" for r in REFERENCES)]
+    header += [f"McNemar p vs {r}" for r in REFERENCES]
     lines = [
         "## Test (held out)",
         "",
@@ -123,11 +124,14 @@ def _test_lines(cfg: SearchConfig, result: dict[str, Any]) -> list[str]:
         chosen = paired.get(result["best"], {}).get(task, {})
         deltas = [_delta(chosen.get(ref)) for ref in REFERENCES]
         margins = [_delta((chosen.get(ref) or {}).get("margin"), "gold_margin") for ref in REFERENCES]
-        lines.append(f"| {task} | " + " | ".join(cells + deltas + margins) + " |")
+        p_values = [shown_test((chosen.get(ref) or {}).get("mcnemar")) for ref in REFERENCES]
+        lines.append(f"| {task} | " + " | ".join(cells + deltas + margins + p_values) + " |")
     lines += [
         "",
         "Δ: paired on the same questions, percentage points [95 % CI]; margin Δ: the paired gold-option "
-        "margin (choice tasks), which resolves smaller differences. Full report: test/report.md",
+        "margin (choice tasks), which resolves smaller differences; McNemar p: the exact test on the "
+        "discordant questions (+ right only with the chosen spec, − only with the other). Full report: "
+        "test/report.md",
     ]
     return lines
 

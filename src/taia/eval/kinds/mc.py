@@ -28,20 +28,51 @@ _ANYWHERE_LETTER_RE = re.compile(r"\(([A-Z])\)|\b(?:[Oo]ption|[Cc]hoice)\s+([A-Z
 _WORD_LETTERS = frozenset("AI")  # one-letter English words: "A dog is …", "I think …"
 
 
+# a mention the response turns down: "not (A)", "rule out (A)", "(A) is wrong", "(A) can't be right"
+_REJECT_BEFORE_RE = re.compile(
+    r"(?:\bnot|n't|\bnor|\brul(?:e|ed|ing) out|\bexcept|\beliminat\w*|\bexclud\w*)"
+    r"\s*(?:option\s+|choice\s+)?$",
+    re.IGNORECASE,
+)
+_REJECT_AFTER_RE = re.compile(
+    r"^[\s.)\]*\"']*(?:is|are|was|seems|looks)?\s*(?:not\b|n't|wrong|incorrect|false|invalid|impossible"
+    r"|ruled out|eliminated|can(?:'t|not) be)",
+    re.IGNORECASE,
+)
+
+
+def rejected(text: str, start: int, end: int) -> bool:
+    """Whether the option mention `text[start:end]` is turned down ("not (A)", "(A) is wrong"), so it
+    is no answer."""
+    return bool(
+        _REJECT_BEFORE_RE.search(text[max(0, start - 30) : start]) or _REJECT_AFTER_RE.match(text[end:])
+    )
+
+
 def _leading_letter(s: str, allow_word: bool) -> str | None:
-    """The option letter a string starts with ("(B) …", "B. …", "B) …", "Option B …"), or None.
+    """The option letter a string starts with ("(B) …", "B. …", "B) …", "Option B …"), or None; also None
+    when the string turns it down ("(A) is wrong, …").
 
     A bare capital followed by a space ("B is right") counts, except "A"/"I" (an article or pronoun) unless
     `allow_word` (inside an answer phrase).
     """
     s = _OPTION_WORD_RE.sub("", s, count=1)
     m = _LEADING_LETTER_RE.match(s)
-    if m is None:
+    if m is None or rejected(s, m.start(), m.end()):
         return None
     if m["bare"] is not None and m["bare"] in _WORD_LETTERS and not allow_word:
         return None
     letter = m["paren"] or m["bracket"] or m["punct"] or m["bare"]
     return letter.upper()
+
+
+def mentioned(text: str, pattern: re.Pattern[str]) -> list[str]:
+    """The letters `pattern` finds in `text` (upper-cased, in order), leaving out those turned down."""
+    found = (m for m in pattern.finditer(text) if not rejected(text, m.start(), m.end()))
+    return [next(g for g in m.groups() if g).upper() for m in found]
+
+
+_IN_PARENS_RE = re.compile(r"\(\s*([A-Za-z])\s*\)")
 
 
 def extract_letter(text: str, n_options: int) -> str | None:
@@ -50,9 +81,10 @@ def extract_letter(text: str, n_options: int) -> str | None:
     In order: the last `\\boxed{}` or `answer_phrase` ("The answer is (B).", "Answer: B", "answer is option
     B", "**B**", "B. Paris", and "(b)" in parentheses); a response that is just a letter ("B", "(B)",
     "**B.**"); a letter opening the response ("B. Paris", "(B) because …"; "A dog is …" and "I don't know"
-    are sentences, not answers); finally the one distinct "(X)" / "option X" mentioned anywhere. The first
-    rule that finds a letter decides: a letter beyond the options ("The answer is (F)" of four) gives None
-    rather than a guess from elsewhere.
+    are sentences, not answers); finally the one distinct "(X)" / "option X" mentioned anywhere. A letter
+    the response turns down ("Not (A); …", "(A) is wrong") is no answer (`rejected`). The first rule that
+    finds a letter decides: a letter beyond the options ("The answer is (F)" of four) gives None rather
+    than a guess from elsewhere.
     """
     if not 1 <= n_options <= len(LETTERS):
         raise ValueError(f"n_options must be in 1..{len(LETTERS)}, got {n_options}")
@@ -65,8 +97,8 @@ def extract_letter(text: str, n_options: int) -> str | None:
         if candidate is not None:
             letter = _leading_letter(clean_markup(candidate), allow_word=True)
             if letter is None:
-                inside = re.search(r"\(\s*([A-Za-z])\s*\)", candidate)
-                letter = inside.group(1).upper() if inside else None
+                inside = mentioned(candidate, _IN_PARENS_RE)
+                letter = inside[0] if inside else None
             if letter is not None:
                 return checked(letter)
     cleaned = clean_markup(text).strip()
@@ -76,9 +108,9 @@ def extract_letter(text: str, n_options: int) -> str | None:
     letter = _leading_letter(cleaned, allow_word=False)
     if letter is not None:
         return checked(letter)
-    mentioned = {a or b for a, b in _ANYWHERE_LETTER_RE.findall(cleaned)}
-    if len(mentioned) == 1:
-        return checked(mentioned.pop())
+    distinct = set(mentioned(cleaned, _ANYWHERE_LETTER_RE))
+    if len(distinct) == 1:
+        return checked(distinct.pop())
     return None
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from taia.errors import TaiaError
-from taia.eval.extract import last_boxed
+from taia.eval.kinds.math import solution_gold
 from taia.eval.task import LETTERS, Sample
 from taia.io.rows import Row
 from taia.registry import Registry
@@ -139,16 +139,18 @@ def math500(rows: list[Row], src: Source) -> list[Sample]:
 
 @HOOKS.register("math")
 def math(rows: list[Row], src: Source) -> list[Sample]:
-    """Full MATH test: `problem`, `solution` (gold: its last `\\boxed{…}`), `type` (the subset)."""
+    """Full MATH test: `problem`, `solution` (gold: its last `\\boxed{…}`, or all its boxes or either of
+    them where they differ: `kinds.math.solution_gold`), `type` (the subset)."""
     samples = []
     for i, row in enumerate(rows):
-        gold = last_boxed(text(src, row, "solution"), skip_unclosed=False)  # a cut-off last box is no gold
-        if not gold or not gold.strip():
+        problem = text(src, row, "problem")
+        gold = solution_gold(problem, text(src, row, "solution"))  # a cut-off last box is no gold
+        if gold is None:
             raise src.error(row, "field 'solution' has no (balanced, non-empty) \\boxed{…} answer")
         subject = text(src, row, "type")
         meta: dict[str, str] = {k: str(row.data[k]) for k in ("idx", "level") if k in row.data}
         meta["solution"] = row.data["solution"]  # metric_mode=reference reads the whole solution
-        samples.append(Sample(src.sample_id(i, subject), text(src, row, "problem"), gold, (), subject, meta))
+        samples.append(Sample(src.sample_id(i, subject), problem, gold, (), subject, meta))
     return samples
 
 
