@@ -150,3 +150,15 @@ def test_eval_rows_carry_the_reference_verdict_and_its_notes(tmp_path: Path, cha
             assert r.get("reference_note") == verdict.note
     svamp = [json.loads(x) for x in (tmp_path / "ev" / "samples" / "base" / "svamp.jsonl").open()]
     assert svamp[0]["extracted"] == "gcd(20, 30)" and "not run" in svamp[0]["reference_note"]
+
+
+def test_the_public_scorer_gives_the_reference_verdict():
+    """`taia.eval.score(..., mode="reference")` is the same rule as `taia eval`'s (MATH left out: the
+    public scorer has the gold only, where the reference reads the row's whole solution)."""
+    from taia.eval import score as public_score
+
+    cases = [r for r in CORPUS if not r["reference_crashed"] and r["task"] not in ("math", "math500")]
+    assert len(cases) > 150
+    verdicts = {r["id"] + r["response"]: public_score(r["task"], r["response"], r["gold"], "reference")[1]
+                for r in cases}  # fmt: skip
+    assert [r["id"] for r in cases if verdicts[r["id"] + r["response"]] is not r["reference_verdict"]] == []

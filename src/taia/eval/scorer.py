@@ -11,7 +11,7 @@ from __future__ import annotations
 from taia.errors import TaiaError
 from taia.eval.kinds import MODES, Scoring, kind_of
 from taia.eval.task import LETTERS
-from taia.eval.tasks import get_task
+from taia.eval.tasks import get_task, task_family
 
 __all__ = ["score"]
 
@@ -27,6 +27,8 @@ def score(
     changes what is read only for a letter beyond the options, never whether it is right. For `advbench`
     the bool is True when the model complied (the attack succeeded). Persona adoption needs a matcher
     (`taia eval --tasks persona`) and is refused, as are an unknown task and an unknown mode (TaiaError).
+    `mode="reference"` follows the rule of the task's family (a MATH answer judged against `gold` alone:
+    `taia eval` also gives the reference the row's whole solution); a task it has no rule for is refused.
     """
     if mode not in MODES:
         raise TaiaError(f"unknown scoring mode {mode!r}; expected one of {', '.join(MODES)}")
@@ -37,4 +39,7 @@ def score(
         )
     if n_options is None:
         n_options = len(LETTERS) if kind.options else 0
-    return kind.score(response, gold, n_options, Scoring(mode))
+    try:
+        return kind.score(response, gold, n_options, Scoring(mode, task=task_family(task)))
+    except ValueError as e:  # reference mode: a task without a rule of the paper's code
+        raise TaiaError(str(e)) from None
