@@ -29,8 +29,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
-
+from taia.config import load_mapping
 from taia.errors import TaiaError
 from taia.io.rows import data_root
 
@@ -178,7 +177,7 @@ def resolve(pattern: str | None, data: Sequence[str], fine_tune: str | None, roo
         answers, prompts = _training(list(data), None, root)
         where = ", ".join(data)
     elif saved is not None and saved.is_file():
-        cfg = yaml.safe_load(saved.read_text()) or {}
+        cfg = load_mapping(saved, "training config")
         # The training mix is rebuilt as `taia train` drew it: from its own data dir when it named one.
         own_root = data_root(cfg["data_dir"]) if cfg.get("data_dir") else root
         answers, prompts = _training(cfg.get("data") or [], cfg, own_root)
