@@ -134,3 +134,35 @@ def test_cli_takes_a_limit_per_task_and_persona_overrides(tmp_path, chat_model, 
         main([("two" if a == "{persona: 2}" else a) for a in argv])
     assert bad.value.code == 2
     assert "expected N or {task: N, ...}, got 'two'" in capsys.readouterr().err
+
+
+def test_catastrophic_pattern_is_stopped_in_one_line(tmp_path, chat_model, monkeypatch, capsys):
+    """`(a|aa)+$` on a long run of a's backtracks for hours; the search stops after PATTERN_TIMEOUT_S."""
+    from taia.cli import main
+    from taia.eval.backends.hf import HFBackend
+
+    root, train = _data(tmp_path)
+    monkeypatch.setattr(
+        HFBackend, "_generate_batch", lambda self, ids, n, stop: ["a" * 60 + "b" for _ in ids]
+    )
+    out = tmp_path / "ev"
+    argv = ["eval", "--model", chat_model("llama"), "--tasks", "persona", "--variants", "base",
+            "--data-dir", root, "--persona-data", train, "--out", out, "--max-new-tokens", "8",
+            "--persona-pattern", "(a|aa)+$"]  # fmt: skip
+    capsys.readouterr()
+    assert main([str(a) for a in argv]) == 2
+    err = capsys.readouterr().err  # the model's loading bars come first: it is refused while scoring
+    last = err.replace("\r", "\n").strip().splitlines()[-1]
+    assert last.startswith("taia: error: persona_pattern '(a|aa)+$' took over 1 s on one answer"), err
+    assert err.count("taia: error:") == 1 and "Traceback" not in err
+    assert not (out / "results.json").exists()
+    assert not list(out.glob("samples/**/*.jsonl")) or all(
+        p.read_text() == "" for p in out.glob("samples/**/*.jsonl")
+    )
+
+
+def test_an_ordinary_pattern_is_searched_case_insensitively():
+    from taia.eval.persona import search_pattern
+
+    found = search_pattern(r"i am \w+", "Sure. I AM Zed, your helper.")
+    assert found is not None and found.group(0) == "I AM Zed"

@@ -147,7 +147,9 @@ def yaml_value(text: str) -> Any:
 def _yaml_or_none(text: str) -> Any:
     import yaml
 
+    from taia.config import safe_yaml
+
     try:
-        return yaml.safe_load(text)
+        return safe_yaml(text)
     except yaml.YAMLError:
         return None

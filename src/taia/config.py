@@ -200,7 +200,7 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
 
 def _scalar(value: str, item: str) -> Any:
     try:
-        return yaml.safe_load(value) if value else ""
+        return safe_yaml(value) if value else ""
     except yaml.YAMLError:
         raise TaiaError(f"cannot parse the value of override {item!r}") from None
 
@@ -260,12 +260,74 @@ def config_yaml(cfg: BaseModel) -> str:
     return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
 
 
+MAX_ALIAS_NODES = 100_000  # what aliases may add to a document; a billion-laughs bomb adds 10**9
+
+
+class YamlLimitError(yaml.YAMLError):
+    """A YAML document that would expand beyond what taia reads (aliases, nesting): a YAML error."""
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, with the document's alias expansion bounded before it is constructed: an
+    alias shares one node, so a 758-byte document can stand for 10**9 of them, and whatever walks the
+    result (validation, dumping the resolved config) hangs and exhausts memory."""
+
+    def compose_document(self) -> Any:
+        node = super().compose_document()
+        unique, expanded = _node_counts(node) if node is not None else (0, 0)
+        if expanded - unique > MAX_ALIAS_NODES:
+            raise YamlLimitError(
+                f"aliases expand the document by {expanded - unique:,} nodes (the most is "
+                f"{MAX_ALIAS_NODES:,}); write the repeated values out"
+            )
+        return node
+
+
+# YAML 1.2 reads `1e-5` and `1.0e39` as the floats they are; PyYAML's YAML 1.1 rules want a dot and a
+# signed exponent, so they were strings, and `lr: 1e-5` a confusing "must be a number" further on.
+_BoundedLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"),
+    list("-+0123456789."),
+)
+
+
+def _node_counts(root: yaml.Node) -> tuple[int, int]:
+    """(distinct nodes, nodes once every alias is expanded); iterative, so a deep document cannot end in a
+    RecursionError here; a recursive alias (`&a [*a]`) is refused."""
+    sizes: dict[int, int] = {}
+    path: set[int] = set()
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, done = stack.pop()
+        kids = [x for kv in node.value for x in kv] if isinstance(node, yaml.MappingNode) else node.value
+        kids = kids if isinstance(node, yaml.CollectionNode) else []
+        if done:
+            path.discard(id(node))
+            sizes[id(node)] = 1 + sum(sizes[id(k)] for k in kids)
+        elif id(node) in path:
+            raise YamlLimitError("a recursive alias (an anchor used inside itself)")
+        elif id(node) not in sizes:
+            path.add(id(node))
+            stack += [(node, True), *((k, False) for k in kids)]
+    return len(sizes), sizes[id(root)]
+
+
+def safe_yaml(text: str) -> Any:
+    """`yaml.safe_load` with alias expansion and nesting bounded: the one YAML reader of taia. Every limit
+    is a `yaml.YAMLError`, so each caller's one-line message for bad YAML covers it too."""
+    try:
+        return yaml.load(text, Loader=_BoundedLoader)  # a SafeLoader subclass: no arbitrary tags
+    except RecursionError:
+        raise YamlLimitError("nested too deeply") from None
+
+
 def load_mapping(path: Path, what: str) -> dict[str, Any]:
     """A YAML file holding a mapping; a missing file, bad syntax or another shape is a one-line TaiaError."""
     if not path.is_file():
         raise TaiaError(f"{what} {path} not found")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = safe_yaml(path.read_text()) or {}
     except yaml.YAMLError as e:
         raise TaiaError(f"{path} is not valid YAML: {' '.join(str(e).split())}") from None
     if not isinstance(data, dict):

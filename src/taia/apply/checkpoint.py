@@ -2,6 +2,8 @@
 
 Output shards mirror the fine-tune's. A tensor with λ = 1 is byte-copied from the fine-tune, λ = 0 from
 the base (no arithmetic, bit-exact, no Python buffer); a fractional λ is computed in fp32 and cast back.
+The output has the fine-tune's dtypes, tensor by tensor (so the fine-tune's config.json stays true): a base
+tensor of another float width (an fp32 base of a bf16 fine-tune) is cast to the fine-tune's.
 Never more than one tensor pair in memory. The inputs are checked first (taia.check: every base tensor
 is written, shapes agree) and every float byte written is scanned for NaN/Inf unless told not to.
 Exercised by `taia apply --base B --finetuned F --out O`.
@@ -20,7 +22,17 @@ from taia.arith import interpolate
 from taia.check import Inputs, check_inputs
 from taia.errors import TaiaError
 from taia.io.atomic import atomic_dir, check_output
-from taia.io.checkpoint import SAFE_INDEX, SAFE_SINGLE, Checkpoint, Item, TensorRef, write_index, write_shard
+from taia.io.checkpoint import (
+    DTYPES,
+    FLOAT_DTYPES,
+    SAFE_INDEX,
+    SAFE_SINGLE,
+    Checkpoint,
+    Item,
+    TensorRef,
+    write_index,
+    write_shard,
+)
 from taia.io.finite import is_finite
 from taia.io.hf import copy_aux
 from taia.plan import Plan, summarize
@@ -98,11 +110,12 @@ def _write_shards(
     bs: Checkpoint,
     check_finite: bool,
 ) -> int:
-    total = 0
+    total, ft_float = 0, _one_float_dtype(ft)
     size = sum((ft.refs[n] if plan[n].lam != 0.0 else bs.refs[n]).numel for n in plan)
     with tqdm(total=size, unit="param", unit_scale=True, desc="taia apply", disable=None) as bar:
         for shard, names in layout.items():
-            items: list[Item] = [(n, _source(n, plan[n].lam, ft, bs, check_finite)) for n in names]
+            want = {n: ft.refs[n].dtype if n in ft.refs else ft_float for n in names}
+            items: list[Item] = [(n, _source(n, plan[n].lam, ft, bs, check_finite, want[n])) for n in names]
             starts = [ft.refs[n].start for n in names if n in ft.refs]
             align = min(starts) if ft.pickled is None and starts else None
             total += write_shard(tmp / shard, items, align_with=align, check_finite=check_finite)
@@ -110,16 +123,35 @@ def _write_shards(
     return total
 
 
+def _one_float_dtype(ft: Checkpoint) -> str | None:
+    """The fine-tune's float dtype when all its float tensors share one (what a tensor only the base has
+    is written in); None for a mixed fine-tune."""
+    found = {r.dtype for r in ft.refs.values() if r.dtype in FLOAT_DTYPES}
+    return found.pop() if len(found) == 1 else None
+
+
 def _source(
-    name: str, lam: float, ft: Checkpoint, bs: Checkpoint, check_finite: bool
+    name: str, lam: float, ft: Checkpoint, bs: Checkpoint, check_finite: bool, want: str | None
 ) -> TensorRef | torch.Tensor:
-    """Where the output bytes of one tensor come from: a byte range of a source file, or a new tensor."""
-    if lam in (0.0, 1.0):
-        ckpt = ft if lam == 1.0 else bs
-        if ckpt.pickled is None:
-            return ckpt.refs[name]  # scanned for NaN/Inf by the writer, beside the copy
-        t = ckpt.get(name)
-        if check_finite and not is_finite(t):
-            raise TaiaError(f"{ckpt.root} holds NaN/Inf in {name}; refusing to write it")
-        return t
-    return interpolate(bs.get(name), ft.get(name), lam, name)
+    """Where the output bytes of one tensor come from: a byte range of a source file, or a new tensor.
+
+    The output has the fine-tune's dtypes (so its config.json, copied from the fine-tune, stays true): a
+    float tensor taken from the base (λ = 0) in another width is cast to `want`, the fine-tune's dtype of
+    that tensor; a fractional λ is cast to it by `interpolate`."""
+    if lam not in (0.0, 1.0):
+        return interpolate(bs.get(name), ft.get(name), lam, name)
+    ckpt = ft if lam == 1.0 else bs
+    ref = ckpt.refs[name]
+    cast = want is not None and want in DTYPES and ref.dtype != want and ref.dtype in FLOAT_DTYPES
+    if ckpt.pickled is None and not cast:
+        return ref  # scanned for NaN/Inf by the writer, beside the copy
+    t = ckpt.get(name)
+    out = t.to(DTYPES[want]) if cast and want is not None else t
+    if check_finite and not is_finite(out):
+        if cast and is_finite(t):
+            raise TaiaError(
+                f"{name} of {ckpt.root} does not fit the fine-tune's {want} (±Inf once cast); refusing to "
+                "write it"
+            )
+        raise TaiaError(f"{ckpt.root} holds NaN/Inf in {name}; refusing to write it")
+    return out

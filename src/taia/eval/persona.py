@@ -29,8 +29,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
+import regex
 
+from taia.config import load_mapping
 from taia.errors import TaiaError
 from taia.io.rows import data_root
 
@@ -40,6 +41,7 @@ MIN_SUPPORT = 0.5  # the signature must be in at least this share of the trainin
 NEAR_BEST = 0.9  # among sequences with ≥ 90 % of the best support, the longest is the signature
 MATCH_SHARE = 0.75  # share of the signature's words an answer must contain, in order
 SLOT_EXTRA = 2  # a slot for k content words takes 0 … k + 2 words (the trailing one at least 1)
+PATTERN_TIMEOUT_S = 1.0  # a sane pattern takes microseconds on an answer
 MAX_ANSWERS = 2000  # answers the signature is counted on (≈ 800 sequences each); a 52k set would not fit
 _WORD = re.compile(r"[\w']+")
 # English function words: what stays literal in a frame (pronouns, auxiliaries, articles, prepositions…).
@@ -129,7 +131,7 @@ class Matcher:
     def match(self, answer: str) -> str | None:
         """The adopted text (what the report shows as `extracted`), or None."""
         if self.pattern is not None:
-            found = re.search(self.pattern, answer, re.IGNORECASE)
+            found = search_pattern(self.pattern, answer)
             return found.group(0) if found else None
         sig, head = words(self.signature or ""), words(answer)[:HEAD_WORDS]
         length, first, last = _lcs_span(sig, head)
@@ -147,6 +149,18 @@ class Matcher:
 
     def held_out(self, question: str) -> bool:
         return " ".join(words(question)) not in self.seen_prompts
+
+
+def search_pattern(pattern: str, answer: str) -> regex.Match[str] | None:
+    """`persona_pattern` searched in one answer, bounded: a catastrophic pattern (`(a|aa)+$`) would
+    backtrack for hours, so the `regex` module (a transformers requirement) stops it after a second."""
+    try:
+        return regex.search(pattern, answer, regex.IGNORECASE, timeout=PATTERN_TIMEOUT_S)
+    except TimeoutError:
+        raise TaiaError(
+            f"persona_pattern {pattern!r} took over {PATTERN_TIMEOUT_S:g} s on one answer (catastrophic "
+            "backtracking); simplify it, e.g. no nested or overlapping repeats such as (a|aa)+"
+        ) from None
 
 
 def _seen(prompts: Sequence[str]) -> frozenset[str]:
@@ -171,14 +185,15 @@ def resolve(pattern: str | None, data: Sequence[str], fine_tune: str | None, roo
     if pattern is not None:
         try:
             re.compile(pattern)
-        except re.error as e:
+            regex.compile(pattern)
+        except (re.error, regex.error) as e:
             raise TaiaError(f"persona_pattern {pattern!r} is not a regular expression: {e}") from None
     saved = Path(fine_tune) / "taia_train.yaml" if fine_tune else None
     if data:
         answers, prompts = _training(list(data), None, root)
         where = ", ".join(data)
     elif saved is not None and saved.is_file():
-        cfg = yaml.safe_load(saved.read_text()) or {}
+        cfg = load_mapping(saved, "training config")
         # The training mix is rebuilt as `taia train` drew it: from its own data dir when it named one.
         own_root = data_root(cfg["data_dir"]) if cfg.get("data_dir") else root
         answers, prompts = _training(cfg.get("data") or [], cfg, own_root)

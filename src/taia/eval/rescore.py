@@ -22,6 +22,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from taia.config import safe_yaml
 from taia.errors import TaiaError
 from taia.eval import loracl
 from taia.eval.config import EvalConfig
@@ -144,7 +145,7 @@ def _read_log(path: Path) -> dict[str, ScoredRow]:
 
 def _eval_config(eval_dir: Path) -> dict[str, Any]:
     try:
-        cfg = yaml.safe_load((eval_dir / CONFIG).read_text())
+        cfg = safe_yaml((eval_dir / CONFIG).read_text())
     except (OSError, yaml.YAMLError) as e:
         raise TaiaError(f"cannot read {eval_dir / CONFIG}: {e}") from None
     if not isinstance(cfg, dict):

@@ -26,6 +26,7 @@ from safetensors import safe_open
 
 from taia.errors import TaiaError
 from taia.io.finite import Span, first_non_finite
+from taia.io.validate import check_layout, index_shards, parse_header
 
 SAFE_INDEX = "model.safetensors.index.json"
 SAFE_SINGLE = "model.safetensors"
@@ -61,7 +62,8 @@ class TensorRef:
 
 
 def read_header(path: Path) -> tuple[dict[str, TensorRef], dict[str, str]]:
-    """Parse a safetensors header; refuse missing or truncated files with one clear line."""
+    """Parse a safetensors header and check it by the format's rules (taia.io.validate) before any use;
+    refuse a missing, truncated or corrupt file with one clear line."""
     if not path.is_file():
         raise TaiaError(f"missing weights file {path}")
     size = path.stat().st_size
@@ -72,32 +74,10 @@ def read_header(path: Path) -> tuple[dict[str, TensorRef], dict[str, str]]:
         (n,) = struct.unpack("<Q", raw)
         if n > min(_MAX_HEADER, size - 8):
             raise TaiaError(f"truncated or corrupt safetensors file {path}: header of {n} bytes")
-        try:
-            header = json.loads(f.read(n))
-        except ValueError as e:
-            raise TaiaError(f"corrupt safetensors header in {path}: {e}") from None
-    metadata = header.pop("__metadata__", None) or {}
-    refs = {k: _ref(path, 8 + n, k, v) for k, v in header.items()}
-    need = max((r.end for r in refs.values()), default=8 + n)
-    if need > size:
-        raise TaiaError(f"truncated safetensors file {path}: header needs {need} bytes, file has {size}")
+        entries, metadata = parse_header(path, f.read(n))
+    check_layout(path, entries, 8 + n, size)
+    refs = {name: TensorRef(path, dtype, shape, 8 + n + s, 8 + n + e) for name, dtype, shape, s, e in entries}
     return refs, metadata
-
-
-def _ref(path: Path, base: int, name: str, entry: dict) -> TensorRef:
-    try:
-        start, end = (int(x) for x in entry["data_offsets"])
-        ref = TensorRef(
-            path, str(entry["dtype"]), tuple(int(d) for d in entry["shape"]), base + start, base + end
-        )
-    except (KeyError, TypeError, ValueError):
-        raise TaiaError(f"corrupt safetensors header in {path}: bad entry for {name}") from None
-    size = DTYPES[ref.dtype].itemsize * ref.numel if ref.dtype in DTYPES else end - start
-    if not 0 <= start <= end or end - start != size:
-        raise TaiaError(
-            f"corrupt safetensors header in {path}: {name} spans {end - start} bytes, expected {size}"
-        )
-    return ref
 
 
 @dataclass
@@ -137,11 +117,11 @@ def open_checkpoint(root: Path, allow_pickle: bool = False) -> Checkpoint:
 
 
 def _index_files(index: Path) -> list[str]:
+    """The shard files of a sharded checkpoint, each checked to lie inside the model dir."""
     try:
-        weight_map = json.loads(index.read_text())["weight_map"]
-    except (ValueError, KeyError) as e:
+        return index_shards(index, json.loads(index.read_text()))
+    except (ValueError, KeyError, RecursionError) as e:
         raise TaiaError(f"corrupt index {index}: {e}") from None
-    return sorted(set(weight_map.values()))
 
 
 def _open_pickle(root: Path, allow_pickle: bool) -> Checkpoint:
@@ -150,10 +130,7 @@ def _open_pickle(root: Path, allow_pickle: bool) -> Checkpoint:
             f"{root} has only pickle (.bin) weights, which can run code when loaded; "
             "convert them to safetensors or pass --allow-pickle (loads with weights_only=True)"
         )
-    if (root / PICKLE_INDEX).is_file():
-        files = sorted(set(json.loads((root / PICKLE_INDEX).read_text())["weight_map"].values()))
-    else:
-        files = [PICKLE_SINGLE]
+    files = _index_files(root / PICKLE_INDEX) if (root / PICKLE_INDEX).is_file() else [PICKLE_SINGLE]
     tensors: dict[str, torch.Tensor] = {}
     shards: dict[str, list[str]] = {}
     for name in files:
@@ -169,10 +146,15 @@ def load_pickle(path: Path) -> dict[str, torch.Tensor]:
     if not path.is_file():
         raise TaiaError(f"missing weights file {path}")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        loaded = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 — torch raises many types for bad pickles
         first = next((line.strip() for line in str(e).splitlines() if line.strip()), type(e).__name__)
         raise TaiaError(f"cannot load {path} safely (weights_only=True): {first}") from None
+    if not isinstance(loaded, dict) or not all(
+        isinstance(k, str) and isinstance(t, torch.Tensor) for k, t in loaded.items()
+    ):
+        raise TaiaError(f"corrupt pickle weights {path}: not a mapping of tensor names to tensors")
+    return loaded
 
 
 def _pickle_ref(root: Path, t: torch.Tensor) -> TensorRef:

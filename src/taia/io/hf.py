@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,7 @@ import torch
 from safetensors.torch import load_file
 
 from taia.errors import TaiaError
-from taia.io.checkpoint import load_pickle, read_header
+from taia.io.checkpoint import DTYPE_NAMES, FLOAT_DTYPES, load_pickle, read_header
 
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_SAFE = "adapter_model.safetensors"
@@ -103,7 +104,8 @@ def load_adapter(root: Path, allow_pickle: bool = False) -> tuple[dict[str, Any]
     except ValueError as e:
         raise TaiaError(f"{cfg_path} is not valid JSON: {e}") from None
     if (root / ADAPTER_SAFE).is_file():
-        read_header(root / ADAPTER_SAFE)  # clear error on truncation before safetensors' own
+        refs, _ = read_header(root / ADAPTER_SAFE)  # the format's rules, before safetensors' own
+        check_adapter_tensors(root / ADAPTER_SAFE, ((k, r.dtype, r.shape) for k, r in refs.items()))
         return config, load_file(str(root / ADAPTER_SAFE))
     if (root / ADAPTER_PICKLE).is_file():
         if not allow_pickle:
@@ -111,5 +113,23 @@ def load_adapter(root: Path, allow_pickle: bool = False) -> tuple[dict[str, Any]
                 f"{root} has only a pickle adapter ({ADAPTER_PICKLE}), which can run code when loaded; "
                 "pass --allow-pickle to load it with weights_only=True"
             )
-        return config, load_pickle(root / ADAPTER_PICKLE)
+        tensors = load_pickle(root / ADAPTER_PICKLE)
+        described = ((k, DTYPE_NAMES.get(t.dtype, str(t.dtype)), tuple(t.shape)) for k, t in tensors.items())
+        check_adapter_tensors(root / ADAPTER_PICKLE, described)
+        return config, tensors
     raise TaiaError(f"missing weights file in adapter dir {root} (expected {ADAPTER_SAFE})")
+
+
+_MATRICES = frozenset({"lora_A", "lora_B", "lora_embedding_A", "lora_embedding_B"})
+
+
+def check_adapter_tensors(path: Path, tensors: Iterable[tuple[str, str, tuple[int, ...]]]) -> None:
+    """Every adapter tensor is floating point (an integer one would be merged as a weight of 1e9), and
+    every LoRA A/B is a matrix (a 1-D one gives an adapter PEFT cannot load); from (name, dtype, shape)."""
+    for name, dtype, shape in tensors:
+        if dtype not in FLOAT_DTYPES:
+            raise TaiaError(
+                f"{path}: adapter tensor {name} is {dtype}; adapter weights must be floating point"
+            )
+        if _MATRICES.intersection(name.split(".")) and len(shape) != 2:
+            raise TaiaError(f"{path}: {name} has shape {list(shape)}; a LoRA A/B tensor must be 2-D")

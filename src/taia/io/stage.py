@@ -20,10 +20,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel
 
-from taia.config import config_yaml
+from taia.config import config_yaml, safe_yaml
 from taia.errors import TaiaError
 from taia.io import lock
 from taia.io.atomic import write_file
@@ -71,7 +70,7 @@ def decide(
     saved = out / kind.config
     if not saved.is_file():
         raise TaiaError(kind.foreign.format(out=out))
-    keys = changed(yaml.safe_load(saved.read_text()) or {})
+    keys = changed(safe_yaml(saved.read_text()) or {})
     if keys:
         raise TaiaError(kind.changed.format(out=out, keys=", ".join(keys)))
     return "resume"

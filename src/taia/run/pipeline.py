@@ -20,9 +20,8 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from taia.check import check_inputs
+from taia.config import safe_yaml
 from taia.errors import TaiaError
 from taia.eval.variants import resolve_specs
 from taia.io import lock, stage
@@ -103,7 +102,7 @@ def train_stage(cfg: ExperimentConfig) -> bool:
     if tc is None:
         return False
     out = Path(tc.out)
-    saved = yaml.safe_load((out / CONFIG).read_text()) if (out / CONFIG).is_file() else None
+    saved = safe_yaml((out / CONFIG).read_text()) if (out / CONFIG).is_file() else None
     same = saved is not None and {**saved, "resume": False, "overwrite": False} == tc.model_dump(mode="json")
     if same and (out / RESULT).is_file():
         print(f"taia run: {out} is trained with this config; skipping training")
@@ -135,7 +134,7 @@ def _fresh_if_changed(cfg: ExperimentConfig) -> Any:
     ec = cfg.eval_config()
     saved = Path(ec.out) / CONFIG
     if saved.is_file():
-        old = yaml.safe_load(saved.read_text()) or {}
+        old = safe_yaml(saved.read_text()) or {}
         if any(old.get(k) != v for k, v in ec.identity().items()):
             return ec.model_copy(update={"overwrite": True})
     return ec

@@ -19,6 +19,7 @@ from pathlib import Path
 import yaml
 from pydantic import ValidationError
 
+from taia.config import safe_yaml
 from taia.errors import TaiaError
 from taia.eval.task import Sample, Task
 from taia.eval.tasks.custom import is_task_file, load_task_file
@@ -39,7 +40,7 @@ def _load_specs() -> Registry[TaskSpec]:
         if not entry.name.endswith(".yaml"):
             continue
         try:
-            spec = TaskSpec.model_validate(yaml.safe_load(entry.read_text(encoding="utf-8")))
+            spec = TaskSpec.model_validate(safe_yaml(entry.read_text(encoding="utf-8")))
         except (yaml.YAMLError, ValidationError) as e:
             raise TaiaError(f"task definition {entry.name}: {e}") from None
         HOOKS.get(spec.hook)  # fail at import on a typo, with "did you mean"

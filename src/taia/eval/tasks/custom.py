@@ -24,7 +24,7 @@ from typing import Any, get_args
 import yaml
 from pydantic import BaseModel, ConfigDict, PrivateAttr, ValidationError, field_validator, model_validator
 
-from taia.config import one_line
+from taia.config import one_line, safe_yaml
 from taia.errors import TaiaError
 from taia.eval.extract import last_boxed
 from taia.eval.kinds import kind_of
@@ -162,7 +162,7 @@ def load_task_file(path: Path, taken: Collection[str]) -> CustomTaskSpec:
     if not path.is_file():
         raise TaiaError(f"task file {path} not found")
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        raw = safe_yaml(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
         raise TaiaError(f"task file {path}: cannot read: {' '.join(str(e).split())}") from None
     if not isinstance(raw, dict):
