@@ -6,7 +6,8 @@ buffer with room for the tokens still to come and writes each step's keys and va
 reads a view of the filled part, the same values as the concatenated tensor. Unlike a `StaticCache`,
 attention spans only the filled positions (no masked tail to compute over), and dropping finished rows
 (`batch_select_indices`) copies the kept rows' buffers once. Anything else that replaces the keys
-(reordering, cropping past the view) leaves plain tensors, which the next `update` copies into a new buffer. Sliding-window and other special layers are left as transformers builds them.
+(reordering) leaves plain tensors, which the next `update` copies into a new buffer. Sliding-window
+and other special layers are left as transformers builds them.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ class GrowingLayer(DynamicLayer):
     def _owns(self, needed: int) -> bool:
         """Whether the current keys/values are a prefix view of this layer's buffers with room for `needed`
         positions (row selection, reordering or a reset replace them with other tensors)."""
-        if self._buffers is None or self.keys is None or self.keys.numel() == 0:
+        if self._buffers is None or self.keys is None or self.values is None or self.keys.numel() == 0:
             return False
         kbuf, vbuf = self._buffers
         return (
@@ -60,7 +61,7 @@ class GrowingLayer(DynamicLayer):
         room = m + self.reserve
         kbuf = key_states.new_empty(batch, heads, room, key_states.shape[-1])
         vbuf = value_states.new_empty(batch, heads, room, value_states.shape[-1])
-        if n:
+        if n and self.keys is not None and self.values is not None:
             kbuf[:, :, :n] = self.keys
             vbuf[:, :, :n] = self.values
         self._buffers = (kbuf, vbuf)
