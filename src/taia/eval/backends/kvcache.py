@@ -83,10 +83,13 @@ class GrowingLayer(DynamicLayer):
 
 def growing_cache(model: Any, reserve: int) -> DynamicCache | None:
     """transformers' default cache for `model`, its full-attention layers made `GrowingLayer`s with room
-    for `reserve` more tokens each time they (re)allocate; None (generate's own) for a model without a
-    config."""
+    for `reserve` more tokens each time they (re)allocate; None (generate makes its own) for a model
+    without a config or whose cache is not a DynamicCache."""
     config = getattr(model, "config", None)
     if config is None or not hasattr(config, "get_text_config"):
+        return None
+    supports = getattr(model, "_supports_default_dynamic_cache", None)  # False: mamba-like caches
+    if callable(supports) and not supports():
         return None
     cache = DynamicCache(config=config.get_text_config(decoder=True))
     if cache.layers:
