@@ -55,6 +55,7 @@ from typing import Any
 import peft
 import torch
 import transformers
+from eval_cloze import bench_cloze, matmul_limit
 from peft import LoraConfig, PeftModel, get_peft_model
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -414,7 +415,32 @@ def environment() -> dict[str, Any]:
     }
 
 
+def print_limit_and_cloze(results: dict[str, Any]) -> None:
+    lim = results["limit"]
+    print(
+        f"\nMatmul limit: {lim['rows']}-row matmul {lim['gflop_per_s']:.1f} GFLOP/s, "
+        f"{lim['gflop_per_token']:.3f} GFLOP/token → {lim['tokens_per_s']:.0f} tokens/s"
+    )
+    for r in results.get("generation", {}).get("runs", []):
+        print(f"  {r['method']}: {r['tokens_per_s'] / lim['tokens_per_s']:.2f} of the limit")
+    cloze = results.get("cloze")
+    if cloze:
+        print(
+            f"\nCloze job: {cloze['questions']} CommonsenseQA questions × 5, batch {cloze['batch']}, "
+            "whole process"
+        )
+        print("| round | taia s | lm-eval s | lm-eval / taia | others, cores (taia / lm-eval) |")
+        print("|---|---:|---:|---:|---|")
+        for k, r in enumerate(cloze["runs"], 1):
+            t, m = r["taia"], r["lm_eval"]
+            print(
+                f"| {k} | {t['seconds']:.1f} | {m['seconds']:.1f} | **{r['ratio']:.2f}×** | "
+                f"{t['others_cores']:.2f} / {m['others_cores']:.2f} |"
+            )
+
+
 def print_tables(results: dict[str, Any]) -> None:
+    print_limit_and_cloze(results)
     gen = results.get("generation")
     if gen:
         setup = results["setup"]
@@ -472,6 +498,13 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     ap.add_argument("--wait-quiet", type=float, default=0.0, help="wait up to S s for a quiet machine")
     ap.add_argument("--skip", choices=["generation", "variants"], help="leave one part out")
+    ap.add_argument(
+        "--only-cloze", action="store_true", help="run only the cloze job vs lm-eval (and the limit)"
+    )
+    ap.add_argument(
+        "--cloze-questions", type=int, default=0, help="cloze job vs lm-eval on N questions (0: off)"
+    )
+    ap.add_argument("--cloze-batch", type=int, default=32, help="batch size of both sides of the cloze job")
     ap.add_argument("--json", type=Path, help="write the results here")
     args = ap.parse_args()
     args.batch_sizes = [int(x) for x in args.batch_sizes.split(",") if x]
@@ -483,14 +516,19 @@ def main() -> None:
     model_dir = materialize(MODEL)
     tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
     results: dict[str, Any] = {"environment": environment(), "setup": {**vars(args), "model": MODEL}}
-    if args.skip != "generation":
-        model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32).eval()
+    model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32).eval()
+    results["limit"] = matmul_limit(model, rows=max(args.batch_sizes))
+    if args.cloze_questions:
+        waited = wait_for_quiet(args.wait_quiet)
+        print(f"[cloze] taia vs lm-eval (waited {waited:.0f} s for quiet)", flush=True)
+        results["cloze"] = bench_cloze(model_dir, args.cloze_questions, args.cloze_batch, args.rounds, Clock)
+    if args.skip != "generation" and not args.only_cloze:
         samples = load_samples("gsm8k", data_root(), limit=args.prompts, seed=0)
         prompts = [chat(tokenizer, f"{s.question}\n{PAPER_ANSWER}") for s in samples]
         results["generation"] = bench_generation(model, tokenizer, prompts, args, eos_ids(model, tokenizer))
-        del model
-        gc.collect()
-    if args.skip != "variants":
+    del model
+    gc.collect()
+    if args.skip != "variants" and not args.only_cloze:
         results["variants"] = bench_variants(model_dir, tokenizer, args)
     results["environment"]["loadavg_end"] = Path("/proc/loadavg").read_text().split()[:3]
     print_tables(results)

@@ -17,6 +17,8 @@ from typing import Any, TypeVar
 import torch
 from tqdm.auto import tqdm
 
+from taia.eval.backends.kvcache import growing_cache
+
 T = TypeVar("T")
 
 
@@ -88,7 +90,8 @@ class HFBackend:
         mask = torch.tensor([[0] * (width - len(x)) + [1] * len(x) for x in ids], device=self.device)
         eos = self._eos_ids()
         new: list[list[int]] = [[] for _ in ids]
-        active, cache, done = list(range(len(ids))), None, 0
+        # A cache with room for the new tokens: the default one copies itself to grow at every step.
+        active, cache, done = list(range(len(ids))), growing_cache(self.model, max_new_tokens), 0
         while active and done < max_new_tokens:
             steps = min(self.segment, max_new_tokens - done)
             watch = _FiniteWatch(len(active), self.device)
