@@ -61,7 +61,14 @@ def _loss_and_grads(checkpointing: bool) -> tuple[float, dict[str, torch.Tensor]
 
     model = get_peft_model(
         tiny_model("llama"),
-        LoraConfig(r=4, lora_alpha=8, lora_dropout=0.3, target_modules="all-linear", task_type="CAUSAL_LM"),
+        LoraConfig(
+            r=4,
+            lora_alpha=8,
+            lora_dropout=0.3,
+            target_modules="all-linear",
+            task_type="CAUSAL_LM",
+            init_lora_weights=False,  # B ≠ 0, so that A's gradients are not all zero
+        ),
     )
     if checkpointing:  # what taia.train.model.build and the Trainer do for activation_checkpointing
         model.enable_input_require_grads()
