@@ -24,7 +24,7 @@ from taia.check import check_inputs
 from taia.config import safe_yaml
 from taia.errors import TaiaError
 from taia.eval.variants import resolve_specs
-from taia.io import lock, stage
+from taia.io import lock, memory, stage
 from taia.io.timings import LOG, timed
 from taia.run.experiment import ExperimentConfig
 
@@ -46,8 +46,10 @@ def run(cfg: ExperimentConfig) -> dict[str, Any]:
                      **ec.load_options())  # fmt: skip
     check_run_dir(cfg)
     stage.prepare(out, EXPERIMENT, cfg)  # a run dir always continues: each stage decides for itself
+    memory.map_large_allocations()  # what each stage frees leaves the RSS (io/memory.py)
     with timed(out / LOG, stage="train"):
         retrained = train_stage(cfg)
+    memory.release()  # the trainer's model and optimizer, before eval loads its own
     if retrained:
         (out / INSPECT).unlink(missing_ok=True)  # both measured the previous fine-tune
         shutil.rmtree(out / "eval", ignore_errors=True)

@@ -27,7 +27,7 @@ from taia.check import check_inputs
 from taia.config import changed_keys
 from taia.data.mixing import mix
 from taia.errors import TaiaError
-from taia.io import lock, stage
+from taia.io import lock, memory, stage
 from taia.io.hf import resolve_dir
 from taia.io.rows import data_root
 from taia.provenance import versions
@@ -62,6 +62,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     from transformers import set_seed
 
     set_seed(cfg.seed)  # LoRA / expert initialisation is part of the seeded run
+    memory.map_large_allocations()  # freed activations leave the RSS instead of fragmenting the heap
     model, trained = build(cfg, load_base(model_dir, **cfg.load_options()))
     trainer = make_trainer(cfg, out, model, tokenizer, prepared)
     if resume_from and cfg.method == "molora":
