@@ -37,18 +37,16 @@ def _fake_env(requires: dict[str, list[str]], versions: dict[str, str]):
 
 
 def test_image_check_names_a_missing_requirement_and_an_unmet_version():
-    names = [*gpu_check.listed_wheels(), *(f"{n}==1" for n in gpu_check.IMAGE_HAS)]
-    versions = {gpu_check._norm(w.split("==")[0]): w.split("==")[1] for w in names}
-    versions.update({"pyyaml": "6.0", "pydantic": "2.14.4", "torch": "2.13.0"})
-    versions.update({"accelerate": "1.15.0", "peft": "0.21.2", "trl": "1.16.0", "transformers": "5.24.0"})
-    versions.update({"safetensors": "0.8.0", "tqdm": "4.67.0", "matplotlib": "3.10.0"})
+    # an environment of the tested versions (constraints.txt), the GPU image's packages at some version
+    versions = {gpu_check._norm(n): "1" for n in gpu_check.IMAGE_HAS} | _pins(CONSTRAINTS)
     req, ver = _fake_env({}, versions)
     clean = {"wheels_missing_a_requirement": "none", "versions_unmet": "none"}
     assert gpu_check.image_check(req, ver) == clean
     req, ver = _fake_env({"transformers": ["kernels>=0.4", "tokenizers>=2"]}, versions)
     got = gpu_check.image_check(req, ver)
     assert got["wheels_missing_a_requirement"] == "kernels"
-    assert "tokenizers 1 (needs >=2)" in got["versions_unmet"] and "kernels None" in got["versions_unmet"]
+    unmet = got["versions_unmet"]
+    assert f"tokenizers {versions['tokenizers']} (needs >=2)" in unmet and "kernels None" in unmet
 
 
 def test_this_environment_fits_the_image_where_it_holds_the_listed_versions():
