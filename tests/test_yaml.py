@@ -111,3 +111,18 @@ def test_exponent_values_reach_trainer_args_as_floats(tmp_path):
     assert train.trainer_args == {"weight_decay": pytest.approx(1e-2)}
     assert isinstance(train.trainer_args["weight_decay"], float)
     assert train.warmup == pytest.approx(0.05)
+
+
+def test_alias_bomb_in_a_saved_config_of_an_output_dir(tmp_path):
+    """A verb reads back its own saved config to decide resume / refuse: a hostile one planted in the
+    output dir is one line, before anything there is touched."""
+    from taia.errors import TaiaError
+    from taia.io import stage
+
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "eval_config.yaml").write_text(f"tasks: [gsm8k]\nx:\n{LAUGHS}\n")
+    kind = stage.OutputKind(config="eval_config.yaml", foreign="{out} foreign", changed="{out}: {keys}")
+    with pytest.raises(TaiaError, match=r"eval_config\.yaml is not valid YAML: .*aliases expand") as e:
+        stage.decide(out, kind, lambda saved: [], overwrite=False)
+    assert "\n" not in str(e.value) and sorted(p.name for p in out.iterdir()) == ["eval_config.yaml"]

@@ -22,7 +22,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel
 
-from taia.config import config_yaml, safe_yaml
+from taia.config import config_yaml, load_mapping
 from taia.errors import TaiaError
 from taia.io import lock
 from taia.io.atomic import write_file
@@ -70,7 +70,7 @@ def decide(
     saved = out / kind.config
     if not saved.is_file():
         raise TaiaError(kind.foreign.format(out=out))
-    keys = changed(safe_yaml(saved.read_text()) or {})
+    keys = changed(load_mapping(saved, "saved config"))  # a bad or hostile one: one line, never a traceback
     if keys:
         raise TaiaError(kind.changed.format(out=out, keys=", ".join(keys)))
     return "resume"

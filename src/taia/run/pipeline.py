@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from taia.check import check_inputs
-from taia.config import safe_yaml
+from taia.config import load_mapping
 from taia.errors import TaiaError
 from taia.eval.variants import resolve_specs
 from taia.io import lock, memory, stage
@@ -104,7 +104,7 @@ def train_stage(cfg: ExperimentConfig) -> bool:
     if tc is None:
         return False
     out = Path(tc.out)
-    saved = safe_yaml((out / CONFIG).read_text()) if (out / CONFIG).is_file() else None
+    saved = load_mapping(out / CONFIG, "saved train config") if (out / CONFIG).is_file() else None
     same = saved is not None and {**saved, "resume": False, "overwrite": False} == tc.model_dump(mode="json")
     if same and (out / RESULT).is_file():
         print(f"taia run: {out} is trained with this config; skipping training")
@@ -136,7 +136,7 @@ def _fresh_if_changed(cfg: ExperimentConfig) -> Any:
     ec = cfg.eval_config()
     saved = Path(ec.out) / CONFIG
     if saved.is_file():
-        old = safe_yaml(saved.read_text()) or {}
+        old = load_mapping(saved, "saved eval config")
         if any(old.get(k) != v for k, v in ec.identity().items()):
             return ec.model_copy(update={"overwrite": True})
     return ec
