@@ -181,3 +181,11 @@ def mc_task_file(folder: Path, name: str = "yesno") -> Path:
 def listing(folder: Path) -> list[str]:
     """Every path under `folder`, relative, sorted (what a refusal must leave as it was)."""
     return sorted(str(p.relative_to(folder)) for p in folder.rglob("*"))
+
+
+def pinned(path: Path) -> dict[str, str]:
+    """The `name==version` lines of a requirements / constraints file, by canonical package name."""
+    from packaging.utils import canonicalize_name
+
+    lines = (line.split("#", 1)[0].strip() for line in path.read_text().splitlines())
+    return {canonicalize_name(n): v for n, v in (line.split("==") for line in lines if "==" in line)}

@@ -11,12 +11,9 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import gpu_check
 
+from conftest import pinned
+
 CONSTRAINTS = Path(__file__).resolve().parents[1] / "constraints.txt"
-
-
-def _pins(path: Path) -> dict[str, str]:
-    lines = (line.split("#", 1)[0].strip() for line in path.read_text().splitlines())
-    return {gpu_check._norm(n): v for n, v in (line.split("==") for line in lines if "==" in line)}
 
 
 def test_listed_wheels_fit_a_device_call_and_are_the_tested_versions():
@@ -25,7 +22,7 @@ def test_listed_wheels_fit_a_device_call_and_are_the_tested_versions():
     assert all("==" in w for w in wheels)  # pinned: the sizes below are of these exact wheels
     assert 0 < gpu_check.recorded_bytes() <= gpu_check.WHEEL_LIMIT
     # the wheels carried to the GPU are the versions CI tests (constraints.txt), not whatever is newest
-    tested, listed = _pins(CONSTRAINTS), _pins(gpu_check.WHEELS)
+    tested, listed = pinned(CONSTRAINTS), pinned(gpu_check.WHEELS)
     assert {n: v for n, v in listed.items() if tested.get(n) != v} == {}
 
 
@@ -38,7 +35,7 @@ def _fake_env(requires: dict[str, list[str]], versions: dict[str, str]):
 
 def test_image_check_names_a_missing_requirement_and_an_unmet_version():
     # an environment of the tested versions (constraints.txt), the GPU image's packages at some version
-    versions = {gpu_check._norm(n): "1" for n in gpu_check.IMAGE_HAS} | _pins(CONSTRAINTS)
+    versions = {gpu_check._norm(n): "1" for n in gpu_check.IMAGE_HAS} | pinned(CONSTRAINTS)
     req, ver = _fake_env({}, versions)
     clean = {"wheels_missing_a_requirement": "none", "versions_unmet": "none"}
     assert gpu_check.image_check(req, ver) == clean

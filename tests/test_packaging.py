@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from conftest import pinned
 from taia.io.rows import data_root, looks_like_hub_id
 
 REPO = Path(__file__).parents[1]
@@ -115,11 +116,6 @@ def test_example_training_data_names_a_copy() -> None:
     assert alpaca and all((s["hub"], s.get("subset")) == demo for s in alpaca)
 
 
-def _pinned(path: Path) -> dict[str, str]:
-    lines = (line.split("#", 1)[0].strip() for line in path.read_text().splitlines())
-    return {n.lower().replace("_", "-"): v for n, v in (line.split("==") for line in lines if line)}
-
-
 def test_ci_and_the_readme_install_the_tested_versions() -> None:
     """One reproducible install: CI and the README's command pass the constraints file, which pins every
     requirement of taia (and of its extras) exactly; CI runs the README's test command."""
@@ -129,14 +125,15 @@ def test_ci_and_the_readme_install_the_tested_versions() -> None:
     assert 'pip install -c constraints.txt "torch==2.13.0" -e ".[dev]"' in readme
     assert "python -m pytest -q" in readme and "\npython -m pytest -q\n" in ci
     from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
 
-    pins = _pinned(REPO / "constraints.txt")
+    pins = pinned(REPO / "constraints.txt")
     assert pins["torch"] == "2.13.0"
     import tomllib
 
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
     wanted = [*project["dependencies"], *(r for rs in project["optional-dependencies"].values() for r in rs)]
     reqs = [Requirement(r) for r in wanted if not r.startswith(("taia", "vllm"))]  # vLLM: GPU-only extra
-    unpinned = [r.name for r in reqs if r.name.lower().replace("_", "-") not in pins]
+    unpinned = [r.name for r in reqs if canonicalize_name(r.name) not in pins]
     assert unpinned == []
-    assert [str(r) for r in reqs if not r.specifier.contains(pins[r.name.lower().replace("_", "-")])] == []
+    assert [str(r) for r in reqs if not r.specifier.contains(pins[canonicalize_name(r.name)])] == []
